@@ -1,0 +1,230 @@
+"""`roomrec-edge`: the room box's command line.
+
+- ``roomrec-edge run [--camera URL ...] [--storage DIR]``: record the room's cameras
+  until stopped (Ctrl-C or SIGTERM). With no camera given, two synthetic test cameras.
+- ``roomrec-edge probe URL``: a camera's streams, codecs, keyframe interval and clock.
+- ``roomrec-edge record URL... --out DIR --seconds N``: N seconds from each camera,
+  counted from its first kept frame, with the same recorder and file format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.clock import NS, WallClock
+from edge.errors import EdgeError
+from edge.recorder.camera import CameraSettings
+from edge.recorder.manifest import Manifest
+from edge.recorder.room import RoomRecorder, RoomSettings
+from edge.recorder.sources import Source, SourceTimeouts, make_source
+from edge.redact import RedactingFilter, Redactor, secrets_of_urls
+
+log = logging.getLogger("roomrec.edge")
+DEFAULT_CAMERAS = ("test:front", "test:back")
+
+
+def setup_logging(redactor: Redactor, verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _named(urls: Sequence[str]) -> dict[str, str]:
+    """Cameras as NAME=URL, or URL alone (named cam1, cam2, ...)."""
+    cams: dict[str, str] = {}
+    for i, arg in enumerate(urls, 1):
+        name, sep, url = arg.partition("=")
+        if not sep or "://" in name or ":" in name:
+            name, url = f"cam{i}", arg
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise EdgeError(f"camera name {name!r}: use letters, digits, - and _")
+        if name in cams:
+            raise EdgeError(f"camera name {name!r} given twice")
+        cams[name] = url
+    return cams
+
+
+def _sources(cams: dict[str, str], redactor: Redactor,
+             timeouts: SourceTimeouts | None = None) -> dict[str, Source]:
+    return {n: make_source(u, timeouts, redactor) for n, u in cams.items()}
+
+
+def summarize(m: Manifest) -> str:
+    lines = [f"recording {m.recording_id}: {m.state}"
+             + (f" ({m.stop_reason})" if m.stop_reason else "")]
+    for cam in m.cameras.values():
+        frames = sum(s.frames or 0 for s in cam.segments)
+        dur = sum(s.duration_s or 0 for s in cam.segments)
+        lines.append(f"  {cam.name}: {len(cam.segments)} file(s), {frames} frames, {dur:.1f} s, "
+                     f"{len(cam.gaps)} gap(s), {cam.end_reason or cam.state}")
+    return "\n".join(lines)
+
+
+async def _until_signal(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def cmd_record(args: argparse.Namespace, redactor: Redactor) -> int:
+    cams = _named(args.urls)
+    out: Path = args.out
+    room = RoomRecorder(_sources(cams, redactor), out.parent if out.parent != out else out,
+                        WallClock(), RoomSettings(reserve_bytes=args.reserve_mb * 1024 * 1024))
+    stop = asyncio.Event()
+    await _until_signal(stop)
+    await room.open()
+    try:
+        await room.start_recording(directory=out, stop_after_s=args.seconds)
+        print(f"recording {len(cams)} camera(s) into {out} for {args.seconds:g} s", flush=True)
+        ended = asyncio.ensure_future(room.wait_ended())
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({ended, stopped}, timeout=args.seconds + args.timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if ended in done:
+            manifest = ended.result()
+        else:
+            reason = "interrupted" if stopped in done else "timeout"
+            ended.cancel()
+            manifest = await room.stop_recording(reason)
+        stopped.cancel()
+    finally:
+        await room.close()
+    print(summarize(manifest), flush=True)
+    short = [c.name for c in manifest.cameras.values()
+             if sum(s.duration_s or 0 for s in c.segments) < args.seconds * 0.9]
+    return 1 if short or manifest.state != "stopped" else 0
+
+
+async def cmd_run(args: argparse.Namespace, redactor: Redactor) -> int:
+    cams = _named(args.camera or DEFAULT_CAMERAS)
+    room = RoomRecorder(_sources(cams, redactor), args.storage, WallClock(),
+                        RoomSettings(reserve_bytes=args.reserve_mb * 1024 * 1024,
+                                     camera=CameraSettings(segment_s=args.segment_seconds)))
+    stop = asyncio.Event()
+    await _until_signal(stop)
+    await room.open()
+    try:
+        m = await room.start_recording()
+        print(f"recording {', '.join(cams)} into {args.storage / m.recording_id}; "
+              "Ctrl-C stops", flush=True)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), args.status_seconds)
+            except TimeoutError:
+                states = ", ".join(f"{n}: {s}" for n, s in room.camera_states().items())
+                rate = room.bytes_per_s() * 8 / 1e6
+                print(f"{time.strftime('%H:%M:%S')} {states}; {rate:.2f} Mbit/s", flush=True)
+            if room.recording is None:
+                break
+        manifest = await room.stop_recording("stopped") if room.recording else m
+    finally:
+        await room.close()
+    print(summarize(manifest), flush=True)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace, redactor: Redactor) -> int:
+    source = make_source(args.url, SourceTimeouts(open_s=args.timeout), redactor)
+    source.open()
+    try:
+        print(f"camera {source.description}")
+        for i, s in enumerate(source.streams):
+            if s.kind == "video":
+                print(f"  stream {i}: video {s.codec} {s.profile or ''} {s.width}x{s.height}"
+                      f" {s.fps or '?'} fps{' (encoded here)' if s.encoded_here else ''}")
+            else:
+                print(f"  stream {i}: audio {s.codec} {s.sample_rate} Hz {s.channels} ch")
+        keys: list[int] = []
+        size = 0
+        rtcp = False
+        first = last = None
+        deadline = time.monotonic() + args.seconds
+        for sp in source.packets():
+            first = first or sp.arrival_ns
+            last = sp.arrival_ns
+            size += sp.size
+            rtcp = rtcp or sp.ref_wall_ns is not None
+            if sp.key and sp.dts is not None:
+                keys.append(int(sp.dts * source.streams[0].time_base * NS))
+            if time.monotonic() > deadline:
+                break
+        span = ((last or 0) - (first or 0)) / NS
+        if len(keys) >= 2:
+            gops = [(b - a) / NS for a, b in zip(keys, keys[1:], strict=False)]
+            print(f"  keyframe interval: {sum(gops) / len(gops):.2f} s")
+        else:
+            print(f"  keyframe interval: more than {span:.1f} s (fewer than 2 keyframes seen)")
+        if span > 0:
+            print(f"  bitrate: {size * 8 / span / 1e6:.2f} Mbit/s")
+        print("  clock: " + ("RTCP sender reports (capture times from the camera)" if rtcp
+                             else "no RTCP sender reports seen (arrival times will be used)"))
+    finally:
+        source.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roomrec-edge", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"roomrec-edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="record the cameras until stopped")
+    run.add_argument("--camera", action="append", metavar="[NAME=]URL",
+                     help="a camera (repeat for more); default: two synthetic test cameras")
+    run.add_argument("--storage", type=Path, default=Path("recordings"))
+    run.add_argument("--reserve-mb", type=int, default=512)
+    run.add_argument("--segment-seconds", type=float, default=60.0)
+    run.add_argument("--status-seconds", type=float, default=10.0)
+
+    probe = sub.add_parser("probe", help="show a camera's streams")
+    probe.add_argument("url")
+    probe.add_argument("--seconds", type=float, default=3.0, help="how long to watch")
+    probe.add_argument("--timeout", type=float, default=10.0)
+
+    rec = sub.add_parser("record", help="record N seconds from cameras, without the service")
+    rec.add_argument("urls", nargs="+", metavar="[NAME=]URL")
+    rec.add_argument("--out", type=Path, required=True, help="the recording's folder")
+    rec.add_argument("--seconds", type=float, required=True)
+    rec.add_argument("--timeout", type=float, default=60.0,
+                     help="extra seconds to wait for cameras that are late or offline")
+    rec.add_argument("--reserve-mb", type=int, default=64)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    urls = list(getattr(args, "urls", None) or []) + list(getattr(args, "camera", None) or [])
+    if getattr(args, "url", None):
+        urls.append(args.url)
+    redactor = Redactor(secrets_of_urls(u.partition("=")[2] if "=" in u.split("://")[0]
+                                        else u for u in urls))
+    setup_logging(redactor, args.verbose)
+    try:
+        if args.command == "probe":
+            return cmd_probe(args, redactor)
+        if args.command == "record":
+            return asyncio.run(cmd_record(args, redactor))
+        return asyncio.run(cmd_run(args, redactor))
+    except EdgeError as e:
+        print(f"roomrec-edge: {redactor.redact(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
