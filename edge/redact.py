@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@")
 MASK = "***"
@@ -73,5 +73,5 @@ def secrets_of_urls(urls: Iterable[str]) -> list[str]:
     for url in urls:
         parts = urlsplit(url)
         if parts.password:
-            found.append(parts.password)
+            found.append(unquote(parts.password))
     return found

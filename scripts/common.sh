@@ -42,5 +42,9 @@ make_venv() {
     "$python" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+  if [ -n "$extras" ]; then
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+  else
+    "$VENV/bin/python" -m pip install -q -e "$ROOT"
+  fi
 }

@@ -71,6 +71,17 @@ class SegmentOpened:
 
 
 @dataclass(frozen=True)
+class SegmentTimed:
+    """A segment's first frame re-timed from the camera's first RTCP sender report."""
+
+    camera: str
+    recording_id: str
+    index: int
+    first_frame_ns: int
+    time_source: str
+
+
+@dataclass(frozen=True)
 class SegmentClosed:
     camera: str
     recording_id: str
@@ -118,8 +129,8 @@ class RecordingEnded:
     detail: str = ""
 
 
-Event = (Connected | Lost | SegmentOpened | SegmentClosed | RecordingBegan | GapStarted
-         | GapEnded | RecordingEnded)
+Event = (Connected | Lost | SegmentOpened | SegmentTimed | SegmentClosed | RecordingBegan
+         | GapStarted | GapEnded | RecordingEnded)
 
 
 # Commands, from the asyncio side to the camera thread.
@@ -162,6 +173,8 @@ class _Recording:
     writer: SegmentWriter | None = None
     segment_index: int = 0
     segment_start_ns: int = 0             # media time of the segment's first packet
+    segment_first_pts_ns: int = 0
+    segment_timed: bool = False           # its first frame's time is from RTCP
     first_media_ns: int | None = None     # media time of the recording's first frame
     began: bool = False
     gap: bool = False
@@ -181,7 +194,7 @@ class CameraRecorder:
         self._cmds: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
         self._preroll: PrerollBuffer[_Pkt] = PrerollBuffer(self._settings.preroll_s)
-        self._fixers: list[TimestampFixer] = []
+        self._fixers: list[TimestampFixer[SourcePacket]] = []
         self._arrival_offset_ns: int | None = None  # wall - media, learnt on arrival
         self._offset_learn_until = 0
         self._rec: _Recording | None = None
@@ -326,12 +339,16 @@ class CameraRecorder:
             return p.sp.ref_wall_ns
         return p.pts_ns + (self._arrival_offset_ns or 0)
 
-    def _on_packet(self, sp: SourcePacket) -> None:
-        self.bytes_in += sp.size
-        self.last_packet_mono_ns = sp.arrival_ns
-        info = self.streams[sp.stream]
-        fixed = self._fixers[sp.stream].fix(sp.pts, sp.dts, sp.arrival_ns, sp.duration)
-        tb = info.time_base
+    def _on_packet(self, packet: SourcePacket) -> None:
+        self.bytes_in += packet.size
+        self.last_packet_mono_ns = packet.arrival_ns
+        fixer = self._fixers[packet.stream]
+        for sp, fixed in fixer.push(packet, packet.pts, packet.dts, packet.arrival_ns,
+                                    packet.duration):
+            self._on_fixed(sp, fixed)
+
+    def _on_fixed(self, sp: SourcePacket, fixed: Fixed) -> None:
+        tb = self.streams[sp.stream].time_base
         pts_ns = int(fixed.pts * tb * NS)
         if sp.stream == 0 and (self._arrival_offset_ns is None
                                or sp.arrival_ns < self._offset_learn_until):
@@ -388,7 +405,9 @@ class CameraRecorder:
         rec.segment_index = rec.index
         rec.index += 1
         rec.segment_start_ns = first.media_ns
-        source = "rtcp" if first.payload.sp.ref_wall_ns is not None else "arrival"
+        rec.segment_first_pts_ns = first.payload.pts_ns
+        rec.segment_timed = first.payload.sp.ref_wall_ns is not None
+        source = "rtcp" if rec.segment_timed else "arrival"
         self._emit(SegmentOpened(self.name, rec.cmd.recording_id, rec.segment_index,
                                  writer.path, first_wall, source, list(self.streams)))
         return True
@@ -407,6 +426,13 @@ class CameraRecorder:
         writer = rec.writer
         if writer is None:
             return
+        if not rec.segment_timed and p.sp.stream == 0 and p.sp.ref_wall_ns is not None:
+            # The first sender report: time the segment's first frame by the camera's
+            # clock, counting back along the (continuous, repaired) media timeline.
+            rec.segment_timed = True
+            first = p.sp.ref_wall_ns - (p.pts_ns - rec.segment_first_pts_ns)
+            self._emit(SegmentTimed(self.name, rec.cmd.recording_id, rec.segment_index, first,
+                                    "rtcp"))
         try:
             writer.write(p.sp.packet, p.sp.stream, p.fixed.pts, p.fixed.dts, p.sp.duration)
             writer.maybe_sync(self._clock.mono_ns())

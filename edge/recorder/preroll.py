@@ -73,9 +73,9 @@ class PrerollBuffer(Generic[P]):
             keys.popleft()
             drop_to = keys[0]
         # Never hold more than max_seconds, whatever the keyframe interval.
-        while len(keys) > 1 and last_ns - self._items[keys[0] - self._first_pos].media_ns > self._max_ns:
+        while keys and last_ns - self._items[keys[0] - self._first_pos].media_ns > self._max_ns:
             keys.popleft()
-            drop_to = keys[0]
+            drop_to = keys[0] if keys else drop_to
         if not keys:
             # No keyframe at all: nothing here can start a recording.
             while self._items and last_ns - self._items[0].media_ns > self._max_ns:

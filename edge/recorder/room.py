@@ -31,6 +31,7 @@ from edge.recorder.camera import (
     RecordingEnded,
     SegmentClosed,
     SegmentOpened,
+    SegmentTimed,
     Start,
     Stop,
 )
@@ -153,6 +154,18 @@ class RoomRecorder:
                 index=ev.index, file=str(ev.path.relative_to(act.directory)), complete=False,
                 first_frame_utc=utc(ev.first_frame_ns),
                 time_source="rtcp" if ev.time_source == "rtcp" else "arrival"))
+        elif isinstance(ev, SegmentTimed):
+            for seg in cam.segments:
+                if seg.index == ev.index:
+                    for gap in cam.gaps:  # a gap that ended at this frame ends at its new time
+                        if gap.end_utc == seg.first_frame_utc:
+                            gap.end_utc = utc(ev.first_frame_ns)
+                    seg.first_frame_utc = utc(ev.first_frame_ns)
+                    seg.time_source = "rtcp"
+            if cam.segments and cam.segments[0].index == ev.index:
+                cam.first_frame_utc = utc(ev.first_frame_ns)
+                requested = act.manifest.requested_start_utc.timestamp()
+                cam.start_offset_s = round(requested - ev.first_frame_ns / NS, 6)
         elif isinstance(ev, SegmentClosed):
             for seg in cam.segments:
                 if seg.index == ev.index:

@@ -39,6 +39,13 @@ def container_for(streams: list[StreamInfo]) -> tuple[str, str, list[int]]:
     return "mov", ".mov", kept
 
 
+def _frag_duration_us(fragment_s: float, fps: float | None) -> int:
+    # The muxer cuts a fragment before the first packet at or past this duration, so a
+    # fragment can hold one frame more than it: leave room for that frame.
+    frame = 1 / fps if fps and fps > 0 else 1 / 15
+    return int(max(0.1, fragment_s - frame) * 1_000_000)
+
+
 class _AppendOnlyFile:
     """The file object the muxer writes into: append-only, hashing, syncable."""
 
@@ -115,7 +122,7 @@ class SegmentWriter:
                 # take H.264/HEVC parameter sets from the first keyframe when the camera
                 # sent none in its SDP. default_base_moof: what players expect.
                 "movflags": "empty_moov+delay_moov+frag_keyframe+default_base_moof",
-                "frag_duration": str(int(fragment_s * 1_000_000)),
+                "frag_duration": str(_frag_duration_us(fragment_s, source.streams[0].fps)),
                 "flush_packets": "1",
                 "max_interleave_delta": str(int(fragment_s * 1_000_000)),
             },

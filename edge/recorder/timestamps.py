@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 NS = 1_000_000_000
 
@@ -24,8 +27,16 @@ class Fixed:
     rebased: bool  # a discontinuity was smoothed over at this packet
 
 
-class TimestampFixer:
-    """Per-stream timestamp repair, in the stream's own time base."""
+class TimestampFixer(Generic[T]):
+    """Per-stream timestamp repair, in the stream's own time base.
+
+    `push` takes packets in arrival order and returns them, repaired, in the same order.
+    At the start of a stream it may hold a few back: RTSP delivers the first packets of a
+    B-frame stream without a dts (the first keyframe often without any timestamp), and
+    their dts can only be worked out, backwards, from the first packet that has one.
+    """
+
+    HOLD_MAX = 16  # a stream that never gives a dts is timed by its pts after this
 
     def __init__(self, time_base: Fraction, nominal_duration: int | None = None,
                  jump_s: float = 2.0) -> None:
@@ -40,14 +51,48 @@ class TimestampFixer:
         self._last_in_dts: int | None = None
         self._last_out_dts: int | None = None
         self._last_arrival_ns: int | None = None
+        self._held: list[tuple[T, int | None, int, int | None]] = []
+        self._seen_dts = False
         self.discontinuities = 0
 
     @property
     def nominal_duration(self) -> int:
         return self._nominal
 
+    def push(self, token: T, pts: int | None, dts: int | None, arrival_ns: int,
+             duration: int | None = None) -> list[tuple[T, Fixed]]:
+        if not self._seen_dts:
+            if dts is None and len(self._held) < self.HOLD_MAX:
+                self._held.append((token, pts, arrival_ns, duration))
+                return []
+            self._seen_dts = True
+            if self._held:
+                return self._release(token, pts, dts, arrival_ns, duration)
+        return [(token, self.fix(pts, dts, arrival_ns, duration))]
+
+    def _release(self, token: T, pts: int | None, dts: int | None, arrival_ns: int,
+                 duration: int | None) -> list[tuple[T, Fixed]]:
+        held = [*self._held, (token, pts, arrival_ns, duration)]
+        self._held = []
+        if duration and duration > 0:
+            self._nominal = duration
+        n = len(held)
+        out: list[tuple[T, Fixed]] = []
+        for i, (tok, p, arr, dur) in enumerate(held):
+            if dts is not None:
+                d: int | None = dts - (n - 1 - i) * self._nominal  # counted back from dts
+            else:
+                d = p  # no dts at all in this stream: time it by its pts
+            if p is None:
+                later = [q for _, q, _, _ in held[i + 1:] if q is not None]
+                if later and d is not None:
+                    p = max(d, min(later) - self._nominal)
+            out.append((tok, self.fix(p, d, arr, dur)))
+        return out
+
     def fix(self, pts: int | None, dts: int | None, arrival_ns: int,
             duration: int | None = None) -> Fixed:
+        """Repair one packet's timestamps (no holding back)."""
         if duration and duration > 0:
             self._nominal = duration
         if dts is None:
