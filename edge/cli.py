@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import signal
 import sys
@@ -162,7 +163,7 @@ def cmd_probe(args: argparse.Namespace, redactor: Redactor) -> int:
                 break
         span = ((last or 0) - (first or 0)) / NS
         if len(keys) >= 2:
-            gops = [(b - a) / NS for a, b in zip(keys, keys[1:], strict=False)]
+            gops = [(b - a) / NS for a, b in itertools.pairwise(keys)]
             print(f"  keyframe interval: {sum(gops) / len(gops):.2f} s")
         else:
             print(f"  keyframe interval: more than {span:.1f} s (fewer than 2 keyframes seen)")

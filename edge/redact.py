@@ -8,6 +8,7 @@ secret is replaced in its raw and URL-encoded forms.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
@@ -53,10 +54,7 @@ class RedactingFilter:
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
 
-    def filter(self, record: object) -> bool:
-        import logging
-
-        assert isinstance(record, logging.LogRecord)
+    def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -223,11 +223,15 @@ class CameraRecorder:
 
     # --- the thread ---
 
+    def _closing_now(self) -> bool:
+        """Whether a close command has been handled (a call, so checks are not narrowed)."""
+        return self._closing
+
     def _run(self) -> None:
         backoff = Backoff(self._settings.backoff_first_s, self._settings.backoff_cap_s)
-        while not self._closing:
+        while not self._closing_now():
             self._drain_commands()
-            if self._closing:
+            if self._closing_now():
                 break
             self.state = "connecting"
             try:
@@ -241,7 +245,7 @@ class CameraRecorder:
             try:
                 for sp in self._source.packets():
                     self._drain_commands()
-                    if self._closing:
+                    if self._closing_now():
                         break
                     self._on_packet(sp)
                     if self._preroll.span_ns() > NS:
@@ -253,7 +257,7 @@ class CameraRecorder:
                 reason = f"internal error: {type(e).__name__}"
             finally:
                 self._source.close()
-            if self._closing:
+            if self._closing_now():
                 break
             self._on_lost(reason)
             self._wait(backoff.next_delay())
@@ -295,9 +299,9 @@ class CameraRecorder:
             if self.state != "online":
                 self._gap_start(self._rec, cmd.at_ns, f"camera {self.state}")
             self._try_begin()
-        elif isinstance(cmd, Stop):
-            if self._rec is not None and self._rec.cmd.recording_id == cmd.recording_id:
-                self._end_recording(cmd.reason)
+        elif (isinstance(cmd, Stop) and self._rec is not None
+              and self._rec.cmd.recording_id == cmd.recording_id):
+            self._end_recording(cmd.reason)
 
     # --- connection ---
 
@@ -389,9 +393,12 @@ class CameraRecorder:
             self._emit(RecordingBegan(self.name, rec.cmd.recording_id, rec.cmd.at_ns, first_wall,
                                       round((rec.cmd.at_ns - first_wall) / NS, 6)))
         for it in items:
-            if self._rec is not rec or rec.writer is None:
-                break
             self._write(rec, it)
+            if self._current() is not rec or rec.writer is None:
+                break  # the recording ended within the pre-roll (stop after N seconds)
+
+    def _current(self) -> _Recording | None:
+        return self._rec
 
     def _open_segment(self, rec: _Recording, first: Item[_Pkt], first_wall: int) -> bool:
         stem = rec.cmd.directory / f"{rec.index:05d}"

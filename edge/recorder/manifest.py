@@ -84,7 +84,7 @@ class ClockStep(_Model):
 
 
 class Manifest(_Model):
-    format: Literal["roomrec.manifest/1"] = FORMAT
+    format: Literal["roomrec.manifest/1"] = "roomrec.manifest/1"
     recording_id: str
     room_id: str | None = None
     session_id: str | None = None

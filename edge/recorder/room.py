@@ -12,8 +12,10 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.clock import NS, WallClock, utc
@@ -104,7 +106,7 @@ class RoomRecorder:
         self._active: _Active | None = None       # the recording that is running
         self._recs: dict[str, _Active] = {}      # every recording whose cameras have not all ended
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._save_task: asyncio.Task[None] | None = None
         self._dirty: dict[str, _Active] = {}
@@ -138,7 +140,7 @@ class RoomRecorder:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._on_event, event)
 
-    def _on_event(self, ev: Event) -> None:
+    def _on_event(self, ev: Event) -> None:  # noqa: PLR0912 - one branch per event kind
         for q in self.listeners:
             q.put_nowait(ev)
         if isinstance(ev, Connected | Lost):
@@ -202,8 +204,8 @@ class RoomRecorder:
         act.done.set()
         self._mark_dirty(act)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]  # a coroutine
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

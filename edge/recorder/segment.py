@@ -14,11 +14,14 @@ and the sha256 is computed on the way out, without reading the file back.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from av.container import OutputContainer
@@ -39,6 +42,26 @@ def container_for(streams: list[StreamInfo]) -> tuple[str, str, list[int]]:
     return "mov", ".mov", kept
 
 
+@dataclass
+class _VideoCount:
+    frames: int = 0
+    first_dts: int = 0
+    last_dts: int = 0
+    last_duration: int = 0
+
+    def add(self, dts: int, duration: int | None) -> None:
+        if not self.frames:
+            self.first_dts = dts
+        self.frames += 1
+        self.last_dts = dts
+        self.last_duration = duration or self.last_duration
+
+    def duration_s(self, tb: Fraction) -> float:
+        if not self.frames:
+            return 0.0
+        return float((self.last_dts - self.first_dts + self.last_duration) * tb)
+
+
 def _frag_duration_us(fragment_s: float, fps: float | None) -> int:
     # The muxer cuts a fragment before the first packet at or past this duration, so a
     # fragment can hold one frame more than it: leave room for that frame.
@@ -54,8 +77,21 @@ class _AppendOnlyFile:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._hash = hashlib.sha256()
         self.size = 0
+        self._failed: OSError | None = None
+
+    def mark(self) -> tuple[int, Any]:
+        return self.size, self._hash.copy()
+
+    def rollback(self, mark: tuple[int, Any], error: OSError) -> None:
+        """Cut the file back to `mark` (a fragment boundary) and refuse further writes."""
+        self.size, self._hash = mark
+        self._failed = error
+        if self._fd >= 0:
+            os.ftruncate(self._fd, self.size)
 
     def write(self, data: bytes | memoryview) -> int:
+        if self._failed is not None:
+            raise OSError(self._failed.errno, "segment closed after a write error")
         view = memoryview(data)
         total = 0
         while total < len(view):
@@ -76,10 +112,15 @@ class _AppendOnlyFile:
                 os.close(fd)
 
     def abandon(self) -> None:
-        """Close without syncing (the disk is full or the file is broken)."""
+        """Close after a write error: keep (and try to sync) what is on disk."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            os.close(fd)
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -131,10 +172,8 @@ class SegmentWriter:
         self._out: dict[int, Stream] = source.add_output_streams(self._container, kept)
         self._time_bases = {i: source.streams[i].time_base for i in kept}
         self._origin: Fraction | None = None  # media time (s) of the first video packet
-        self._first_dts = 0
-        self._last_dts = 0
-        self._last_duration = 0
-        self.frames = 0
+        self._video = _VideoCount()
+        self._durable = _VideoCount()  # what whole fragments on disk hold
         self.video_tb = source.streams[0].time_base
 
     @property
@@ -143,11 +182,14 @@ class SegmentWriter:
 
     @property
     def media_duration_s(self) -> float:
-        if not self.frames:
-            return 0.0
-        return float((self._last_dts - self._first_dts + self._last_duration) * self.video_tb)
+        return self._video.duration_s(self.video_tb)
 
-    def write(self, packet: Packet, stream: int, pts: int, dts: int, duration: int | None) -> None:
+    @property
+    def frames(self) -> int:
+        return self._video.frames
+
+    def write(self, packet: Packet[Any], stream: int, pts: int, dts: int,
+              duration: int | None) -> None:
         """Write a packet with repaired timestamps (in its stream's time base)."""
         st = self._out.get(stream)
         if st is None:
@@ -165,13 +207,22 @@ class SegmentWriter:
         packet.time_base = tb
         packet.dts = out_dts
         packet.pts = pts - shift
-        self._container.mux(packet)
+        # The muxer writes whole fragments (and flushes) within one call: if a write fails
+        # (disk full), cut the file back to where it stood, the end of the last fragment,
+        # so what is on disk stays a valid file.
+        mark = self._file.mark()
+        before = replace(self._video)
+        try:
+            self._container.mux(packet)
+        except OSError as e:
+            self._file.rollback(mark, e)
+            self._video = self._durable
+            raise
+        if self._file.size != mark[0]:
+            # Fragments went out: everything before this packet is on disk.
+            self._durable = before
         if stream == 0:
-            if not self.frames:
-                self._first_dts = out_dts
-            self.frames += 1
-            self._last_dts = out_dts
-            self._last_duration = duration or self._last_duration
+            self._video.add(out_dts, duration)
 
     def maybe_sync(self, mono_ns: int) -> bool:
         if mono_ns - self._last_sync < self._sync_ns:
@@ -182,22 +233,26 @@ class SegmentWriter:
 
     def close(self) -> SegmentResult:
         """Finish the file: last fragment, fsync file and directory."""
-        complete = True
+        mark = self._file.mark()
         try:
             self._container.close()
+        except (OSError, av.error.FFmpegError) as e:
+            err = e if isinstance(e, OSError) else OSError(errno.EIO, str(e))
+            self._file.rollback(mark, err)  # the last fragment did not fit: drop it whole
+            self._file.abandon()
+            return self.result(False)
+        try:
             self._file.close()
             fsync_dir(self.path.parent)
-        except (OSError, av.error.FFmpegError):
-            complete = False
+        except OSError:
             self._file.abandon()
-        return self.result(complete)
+            return self.result(False)
+        return self.result(True)
 
     def abandon(self) -> SegmentResult:
         """Stop writing after an error (disk full); what is on disk stays valid."""
-        try:
-            self._container.close()
-        except (OSError, av.error.FFmpegError):
-            pass
+        with contextlib.suppress(OSError, av.error.FFmpegError):
+            self._container.close()  # writes are refused by now; this frees the muxer
         self._file.abandon()
         return self.result(False)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import av
@@ -51,7 +51,7 @@ class StreamInfo:
 
 @dataclass(slots=True)
 class SourcePacket:
-    packet: Packet
+    packet: Packet[Any]
     stream: int              # position in Source.streams
     key: bool                # a video keyframe
     pts: int | None
@@ -100,7 +100,7 @@ def _video_info(st: VideoStream, encoded_here: bool = False) -> StreamInfo:
     )
 
 
-def _ref_wall_ns(packet: Packet) -> int | None:
+def _ref_wall_ns(packet: Packet[Any]) -> int | None:
     # FFmpeg's RTSP demuxer attaches a producer reference time once the camera's
     # RTCP sender report has arrived: the capture wall clock of this packet, in µs.
     if not packet.has_sidedata("prft"):
@@ -137,7 +137,7 @@ class H264Encoder:
         self.fps = fps
         self.time_base = time_base
 
-    def encode(self, frame: VideoFrame | None) -> list[Packet]:
+    def encode(self, frame: VideoFrame | None) -> list[Packet[Any]]:
         return list(self.ctx.encode(frame))
 
     def info(self) -> StreamInfo:
@@ -259,13 +259,13 @@ class DemuxSource:
         except (av.error.FFmpegError, OSError) as e:
             raise SourceError(self._redactor.redact(f"{self.description}: {e}")) from e
 
-    def _encode(self, packet: Packet, arrival: int) -> Iterator[SourcePacket]:
+    def _encode(self, packet: Packet[Any], arrival: int) -> Iterator[SourcePacket]:
         assert self._encoder is not None
-        for frame in packet.decode():
-            if not isinstance(frame, VideoFrame):
-                continue
-            if frame.format.name != "yuv420p":
-                frame = frame.reformat(format="yuv420p")
+        for decoded in packet.decode():
+            if not isinstance(decoded, VideoFrame):  # pragma: no cover - video stream only
+                continue  # type: ignore[unreachable]  # decode() is typed by stream kind
+            frame = decoded if decoded.format.name == "yuv420p" else decoded.reformat(
+                format="yuv420p")
             frame.pict_type = av.video.frame.PictureType.NONE
             for out in self._encoder.encode(frame):
                 yield SourcePacket(packet=out, stream=0, key=out.is_keyframe, pts=out.pts,

@@ -5,8 +5,8 @@ repeat a dts, jump backwards or far forwards (an encoder restart, a clock correc
 on the camera), and reorder frames for B-frames (pts != dts). None of that may stop
 the muxer, so every packet gets a dts strictly greater than the last one written and
 a pts no smaller than its dts. A backward jump, or a forward jump larger than `jump_s`
-beyond what the packets' arrival times explain, is treated as a discontinuity: the timeline is re-based so the
-output continues one frame after the previous packet.
+beyond what the packets' arrival times explain, is treated as a discontinuity: the
+timeline is re-based so the output continues one frame after the previous packet.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class TimestampFixer(Generic[T]):
             self._nominal = duration
         n = len(held)
         out: list[tuple[T, Fixed]] = []
-        for i, (tok, p, arr, dur) in enumerate(held):
+        for i, (tok, held_pts, arr, dur) in enumerate(held):
+            p = held_pts
             if dts is not None:
                 d: int | None = dts - (n - 1 - i) * self._nominal  # counted back from dts
             else:

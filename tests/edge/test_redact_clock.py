@@ -1,4 +1,5 @@
 import logging
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -15,8 +16,6 @@ def test_strip_userinfo() -> None:
 
 
 def test_redacts_raw_and_encoded_forms() -> None:
-    from urllib.parse import quote, quote_plus
-
     r = Redactor([SECRET])
     for form in (SECRET, quote(SECRET, safe=""), quote_plus(SECRET)):
         text = f"error opening x with {form} in it"

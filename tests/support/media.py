@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import subprocess
@@ -60,7 +61,7 @@ def probe(path: Path) -> Probe:
         audio_codecs=[s["codec_name"] for s in streams if s["codec_type"] == "audio"],
         video_packets=len(vpk), keyframe_first=bool(vpk) and "K" in vpk[0]["flags"],
         video_duration_s=dur,
-        dts_increasing=all(b > a for a, b in zip(dts, dts[1:], strict=False)),
+        dts_increasing=all(b > a for a, b in itertools.pairwise(dts)),
         errors=res.stderr.strip(),
     )
 
@@ -82,7 +83,7 @@ def painted_times(path: Path, limit: int | None = None) -> list[tuple[float, int
     return out
 
 
-def fragment_times(path: Path) -> list[float]:
+def fragment_times(path: Path) -> list[float]:  # noqa: PLR0912 - a box walk
     """The start (s) of every fragment of a fragmented MP4's first track, from its tfdt."""
     data = path.read_bytes()
     timescale = None

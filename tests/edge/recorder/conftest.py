@@ -46,6 +46,13 @@ class Watcher:
                 self.seen.append(ev)
 
 
+async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait until `condition()` is true, polling; fails the test on timeout."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polling files; no event to wait on
+            await asyncio.sleep(0.05)
+
+
 RoomFactory = Callable[..., Awaitable[tuple[RoomRecorder, Watcher]]]
 
 

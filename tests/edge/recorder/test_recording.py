@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.errors import DiskSpaceError
 from edge.recorder.camera import (
     Connected,
     GapEnded,
@@ -82,10 +84,10 @@ async def test_segments_rotate_on_keyframes_and_fragments_stay_short(
     for seg in segs:
         starts = fragment_times(folder / seg.file)
         assert len(starts) >= 2 * (seg.duration_s or 0) - 1
-        longest = max(b - a for a, b in zip(starts, starts[1:], strict=False))
+        longest = max(b - a for a, b in itertools.pairwise(starts))
         assert longest <= 0.505, f"{seg.file}: a fragment of {longest:.3f} s"  # RTP jitter
     # Segments follow each other without a hole: each starts where the last ended.
-    for a, b in zip(segs, segs[1:], strict=False):
+    for a, b in itertools.pairwise(segs):
         end_a = a.first_frame_utc.timestamp() + (a.duration_s or 0)
         assert abs(b.first_frame_utc.timestamp() - end_a) < 0.1
 
@@ -261,8 +263,6 @@ async def test_offline_camera_at_start_is_a_gap_from_t(make_room: RoomFactory,
 
 
 async def test_refuses_to_start_without_space(make_room: RoomFactory, tmp_path: Path) -> None:
-    from edge.errors import DiskSpaceError
-
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
     room, watch = await make_room({"p": "test:p?size=320x240&fps=15"},
                                   reserve_bytes=free - 1_000_000, expected_s=3600)

@@ -1,3 +1,5 @@
+import itertools
+from collections.abc import Sequence
 from fractions import Fraction
 
 from hypothesis import given
@@ -10,7 +12,7 @@ FRAME = 3000  # 1/30 s at 90 kHz
 NS_PER_FRAME = 33_333_333
 
 
-def feed(fixer: TimestampFixer, dts_list: list[int | None]) -> list[int]:
+def feed(fixer: TimestampFixer[int], dts_list: Sequence[int | None]) -> list[int]:
     out = []
     for i, d in enumerate(dts_list):
         out.append(fixer.fix(d, d, i * NS_PER_FRAME, FRAME).dts)
@@ -18,14 +20,14 @@ def feed(fixer: TimestampFixer, dts_list: list[int | None]) -> list[int]:
 
 
 def test_normal_stream_passes_through() -> None:
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     dts = [1000 + i * FRAME for i in range(50)]
     assert feed(f, list(dts)) == dts
     assert f.discontinuities == 0
 
 
 def test_first_keyframe_without_timestamps_is_kept() -> None:
-    f = TimestampFixer(TB, nominal_duration=FRAME)
+    f: TimestampFixer[int] = TimestampFixer(TB, nominal_duration=FRAME)
     first = f.fix(None, None, 0, None)
     second = f.fix(FRAME, FRAME, NS_PER_FRAME, FRAME)
     assert first.dts == 0
@@ -33,22 +35,22 @@ def test_first_keyframe_without_timestamps_is_kept() -> None:
 
 
 def test_repeated_dts_becomes_increasing() -> None:
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     out = feed(f, [0, FRAME, FRAME, FRAME, 4 * FRAME])
     assert out == sorted(set(out))
     assert out[-1] == 4 * FRAME
 
 
 def test_backward_jump_is_rebased_one_frame_on() -> None:
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     out = feed(f, [10 * FRAME + i * FRAME for i in range(10)] + [i * FRAME for i in range(10)])
-    assert all(b > a for a, b in zip(out, out[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(out))
     assert out[10] - out[9] == FRAME
     assert f.discontinuities == 1
 
 
 def test_forward_jump_not_explained_by_arrival_is_rebased() -> None:
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     hour = 3600 * 90000
     out = feed(f, [i * FRAME for i in range(10)] + [hour + i * FRAME for i in range(10)])
     assert out[10] - out[9] == FRAME
@@ -57,7 +59,7 @@ def test_forward_jump_not_explained_by_arrival_is_rebased() -> None:
 
 def test_network_stall_keeps_media_time() -> None:
     # Packets delayed 5 s in the network, then a burst: the timestamps are right.
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     out = []
     for i in range(20):
         arrival = i * NS_PER_FRAME + (5_000_000_000 if i >= 10 else 0)
@@ -68,7 +70,7 @@ def test_network_stall_keeps_media_time() -> None:
 
 def test_real_pause_of_the_camera_keeps_its_gap() -> None:
     # The camera sent nothing for 4 s and its timestamps say so: keep the gap.
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     out = []
     for i in range(20):
         t = i + (120 if i >= 10 else 0)
@@ -77,7 +79,7 @@ def test_real_pause_of_the_camera_keeps_its_gap() -> None:
 
 
 def test_b_frames_keep_pts_at_or_after_dts() -> None:
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     # decode order I P B B with pts reordered
     pts = [2 * FRAME, 5 * FRAME, 3 * FRAME, 4 * FRAME]
     dts = [0, FRAME, 2 * FRAME, 3 * FRAME]
@@ -91,7 +93,7 @@ def test_b_frames_keep_pts_at_or_after_dts() -> None:
                 min_size=1, max_size=200),
        st.lists(st.integers(min_value=0, max_value=10**10), min_size=200, max_size=200))
 def test_output_is_always_strictly_monotonic(dts: list[int | None], gaps: list[int]) -> None:
-    f = TimestampFixer(TB)
+    f: TimestampFixer[int] = TimestampFixer(TB)
     arrival = 0
     last = None
     for i, d in enumerate(dts):
@@ -114,7 +116,7 @@ def test_b_frame_stream_start_without_dts_is_timed_backwards() -> None:
     assert [tok for tok, _, _ in out] == list(range(len(arrivals)))  # order kept, none lost
     dts = [d for _, _, d in out]
     pts = [p for _, p, _ in out]
-    assert all(b > a for a, b in zip(dts, dts[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(dts))
     assert all(p >= d for _, p, d in out)
     assert pts[1:] == [8766, 2749, 5757, 17757, 11756, 14752]  # real pts untouched
     assert pts[0] < 2749  # the keyframe shows first
