@@ -7,11 +7,15 @@ import hashlib
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from av.container import OutputContainer
+from av.stream import Stream
 
+from edge.clock import WallClock
 from edge.errors import DiskSpaceError
 from edge.recorder.camera import (
     Connected,
@@ -22,7 +26,9 @@ from edge.recorder.camera import (
     SegmentOpened,
 )
 from edge.recorder.manifest import MANIFEST_NAME, Manifest, load
-from tests.edge.recorder.conftest import RoomFactory
+from edge.recorder.room import RoomRecorder
+from edge.recorder.sources import Source, SourcePacket, make_source
+from tests.edge.recorder.conftest import TEST_ROOM, RoomFactory
 from tests.support.camera import RtspCamera
 from tests.support.media import fragment_times, painted_times, probe
 
@@ -271,3 +277,63 @@ async def test_refuses_to_start_without_space(make_room: RoomFactory, tmp_path: 
         await room.start_recording()
     assert room.recording is None
     assert not any((tmp_path / "rec").glob("*/manifest.json"))
+
+
+class JumpySource:
+    """A real RTSP camera whose timestamps misbehave the ways cameras' do.
+
+    The packets are the camera's own; what a camera with a faulty clock would make FFmpeg
+    hand us is injected at the demuxer boundary: a keyframe with no timestamps, repeated
+    dts, a jump an hour forward and one 20 s back.
+    """
+
+    def __init__(self, inner: Source) -> None:
+        self._inner = inner
+        self.streams = inner.streams
+        self.description = inner.description
+        self.shift = 0
+
+    def open(self) -> None:
+        self._inner.open()
+        self.streams = self._inner.streams
+
+    def packets(self) -> Iterator[SourcePacket]:
+        tick = int(1 / (self.streams[0].time_base * 30))
+        for n, sp in enumerate(self._inner.packets()):
+            if sp.stream != 0:
+                continue
+            if n == 45:
+                self.shift += 3600 * 30 * tick   # an hour forward
+            if n == 90:
+                self.shift -= 3620 * 30 * tick   # then 20 s before where it was
+            pts = None if sp.pts is None else sp.pts + self.shift
+            dts = None if sp.dts is None else sp.dts + self.shift
+            if n in (60, 61, 62) and dts is not None:
+                dts -= (n - 59) * tick           # repeated and backward dts
+            if sp.key and n > 100 and n % 2:
+                pts = dts = None                 # a keyframe without timestamps
+            yield replace(sp, pts=pts, dts=dts, ref_wall_ns=None)
+
+    def add_output_streams(self, out: OutputContainer, kept: list[int]) -> dict[int, Stream]:
+        return self._inner.add_output_streams(out, kept)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+async def test_timestamp_anomalies_never_stop_the_muxer(rtsp_camera: CameraFactory,
+                                                        tmp_path: Path) -> None:
+    cam = rtsp_camera(fps=30, keyint=15)
+    room = RoomRecorder({"c": JumpySource(make_source(cam.url))}, tmp_path, WallClock(),
+                        TEST_ROOM)
+    await room.open()
+    try:
+        await room.start_recording(stop_after_s=6)
+        m = await room.wait_ended(timeout=30)
+    finally:
+        await room.close()
+    check_files(tmp_path / m.recording_id, m)
+    seg = m.cameras["c"].segments[0]
+    # The jumps were smoothed over: about 6 s of media, not an hour.
+    assert seg.duration_s is not None and 5.5 <= seg.duration_s <= 6.5
+    assert seg.frames is not None and 160 <= seg.frames <= 190
