@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -121,7 +122,7 @@ def ffprobe_file(path: Path, fps: float) -> FileCheck:
                  if (t := _float(p.get("pts_time"))) is not None)
     frame = 1.0 / fps
     missing = gaps = 0
-    for a, b in zip(pts, pts[1:], strict=False):
+    for a, b in itertools.pairwise(pts):
         if b - a > 1.5 * frame:
             gaps += 1
             missing += round((b - a) / frame) - 1

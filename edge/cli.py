@@ -29,7 +29,7 @@ from edge.recorder.sources import Source, SourceTimeouts, make_source
 from edge.redact import RedactingFilter, Redactor, secrets_of_urls
 
 log = logging.getLogger("roomrec.edge")
-DEFAULT_CAMERAS = ("test:front", "test:back")
+DEFAULT_CAMERAS = ("front=test:front", "back=test:back")
 
 
 def setup_logging(redactor: Redactor, verbose: bool = False) -> None:

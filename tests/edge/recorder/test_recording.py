@@ -28,7 +28,7 @@ from edge.recorder.camera import (
 from edge.recorder.manifest import MANIFEST_NAME, Manifest, load
 from edge.recorder.room import RoomRecorder
 from edge.recorder.sources import Source, SourcePacket, make_source
-from tests.edge.recorder.conftest import TEST_ROOM, RoomFactory
+from tests.edge.recorder.conftest import TEST_ROOM, RoomFactory, eventually
 from tests.support.camera import RtspCamera
 from tests.support.media import fragment_times, painted_times, probe
 
@@ -337,3 +337,25 @@ async def test_timestamp_anomalies_never_stop_the_muxer(rtsp_camera: CameraFacto
     # The jumps were smoothed over: about 6 s of media, not an hour.
     assert seg.duration_s is not None and 5.5 <= seg.duration_s <= 6.5
     assert seg.frames is not None and 160 <= seg.frames <= 190
+
+
+async def test_wall_clock_step_is_recorded_and_corrupts_nothing(tmp_path: Path) -> None:
+    step = [0]
+    clock = WallClock(wall_ns=lambda: time.time_ns() + step[0])
+    room = RoomRecorder({"p": make_source("test:p?size=320x240&fps=15")}, tmp_path, clock,
+                        TEST_ROOM)
+    await room.open()
+    try:
+        m = await room.start_recording(stop_after_s=4)
+        await eventually(lambda: bool(m.cameras["p"].segments))
+        step[0] = 3600 * 10**9  # the system clock is set an hour ahead mid-recording
+        await eventually(lambda: bool(m.clock_steps))
+        m = await room.wait_ended(timeout=20)
+    finally:
+        await room.close()
+    assert len(m.clock_steps) == 1
+    assert abs(m.clock_steps[0].step_s - 3600) < 1
+    seg = m.cameras["p"].segments[0]
+    assert seg.duration_s is not None and 3.9 <= seg.duration_s <= 4.1
+    assert not m.cameras["p"].gaps
+    check_files(tmp_path / m.recording_id, m)
