@@ -142,6 +142,7 @@ class Start:
     at_ns: int               # start at the keyframe at or before this wall-clock time
     first_index: int = 1     # segment numbering continues across service restarts
     stop_after_s: float | None = None
+    resume: bool = False     # a resumed recording: its gap is already open in the manifest
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,8 @@ class CameraRecorder:
                             cmd.recording_id, self._rec.cmd.recording_id)
                 return
             cmd.directory.mkdir(parents=True, exist_ok=True)
-            self._rec = _Recording(cmd=cmd, index=cmd.first_index, pending_at_ns=cmd.at_ns)
+            self._rec = _Recording(cmd=cmd, index=cmd.first_index, pending_at_ns=cmd.at_ns,
+                                   began=cmd.resume, gap=cmd.resume)
             if self.state != "online":
                 self._gap_start(self._rec, cmd.at_ns, f"camera {self.state}")
             self._try_begin()

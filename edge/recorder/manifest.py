@@ -8,6 +8,8 @@ URL in here carries credentials.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +50,8 @@ class StreamParams(_Model):
 
 class Segment(_Model):
     index: int
+    id: str = Field(description="opaque id for downloading and releasing the file")
+    part: int = Field(default=1, description="which run of the service wrote it")
     file: str = Field(description="path relative to the recording's folder")
     complete: bool = Field(description="closed and synced; false while written or if cut short")
     size: int | None = None
@@ -57,6 +61,12 @@ class Segment(_Model):
     first_frame_utc: datetime
     time_source: Literal["rtcp", "arrival"] = Field(
         description="rtcp: the camera's RTCP sender report; arrival: when the box received it")
+    recovered: bool = Field(default=False,
+                            description="closed after a crash: cut to its last whole fragment")
+    released_utc: datetime | None = Field(
+        default=None, description="when the coordinator confirmed its verified central copy")
+    deleted_utc: datetime | None = Field(
+        default=None, description="when the box deleted its copy (only after release)")
 
 
 class Gap(_Model):
@@ -90,14 +100,25 @@ class Manifest(_Model):
     session_id: str | None = None
     name: str | None = None
     started_by: str | None = None
+    started_by_button: bool = False
     state: Literal["recording", "stopped", "disk_full"] = "recording"
     stop_reason: str | None = None
     software: str
     requested_start_utc: datetime
     created_utc: datetime
     stopped_utc: datetime | None = None
+    parts: int = Field(default=1, description="1 + how often the service resumed it")
+    suspended_utc: datetime | None = Field(
+        default=None, description="the service stopped mid-recording; it resumes when it "
+                                  "comes back soon enough")
     clock_steps: list[ClockStep] = []
     cameras: dict[str, CameraRecord] = {}
+
+
+def segment_id(recording_id: str, file: str) -> str:
+    """The opaque id of a segment: no path a client sends is ever opened."""
+    digest = hashlib.sha256(f"{recording_id}/{file}".encode()).digest()[:12]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def write_atomic(path: Path, data: str) -> None:

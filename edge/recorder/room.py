@@ -45,8 +45,11 @@ from edge.recorder.manifest import (
     Manifest,
     Segment,
     StreamParams,
+    load,
+    segment_id,
     write_atomic,
 )
+from edge.recorder.recover import recover
 from edge.recorder.sources import Source
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class _Active:
     directory: Path
     ended: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    final: bool = True  # False when suspended: the recording stays resumable
 
 
 class RoomRecorder:
@@ -152,8 +156,10 @@ class RoomRecorder:
         if isinstance(ev, SegmentOpened):
             cam.state = "recording"
             cam.streams = [StreamParams.of(s) for s in ev.streams]
+            rel = str(ev.path.relative_to(act.directory))
             cam.segments.append(Segment(
-                index=ev.index, file=str(ev.path.relative_to(act.directory)), complete=False,
+                index=ev.index, id=segment_id(act.manifest.recording_id, rel),
+                part=act.manifest.parts, file=rel, complete=False,
                 first_frame_utc=utc(ev.first_frame_ns),
                 time_source="rtcp" if ev.time_source == "rtcp" else "arrival"))
         elif isinstance(ev, SegmentTimed):
@@ -197,7 +203,7 @@ class RoomRecorder:
 
     def _finish(self, act: _Active, reason: str, at_ns: int) -> None:
         m = act.manifest
-        if m.state == "recording":
+        if m.state == "recording" and act.final:
             m.state = "disk_full" if reason == "disk_full" else "stopped"
             m.stop_reason = m.stop_reason or reason
             m.stopped_utc = utc(at_ns)
@@ -256,19 +262,92 @@ class RoomRecorder:
         log.info("recording %s started in %s", rid, folder)
         return manifest
 
-    async def stop_recording(self, reason: str = "stopped") -> Manifest:
+    async def resume_recording(self, folder: Path, max_interruption_s: float) -> Manifest:
+        """Take up a recording this service was running when it was killed or stopped.
+
+        Files cut by the crash are closed at their last whole fragment. If the
+        interruption was short, recording goes on in the same folder as a new part, with
+        the gap recorded and numbering continued; otherwise the recording is finished
+        as `interrupted`.
+        """
+        if self._active is not None:
+            raise RecordingConflict("a recording is already running")
+        m = await asyncio.to_thread(load, folder / MANIFEST_NAME)
+        if m.state != "recording":
+            raise RecordingConflict(f"recording {m.recording_id} is not running")
+        now = self._clock.now_ns()
+        last_ns = await asyncio.to_thread(self._recover_files, m, folder)
+        since = m.suspended_utc.timestamp() * NS if m.suspended_utc else last_ns
+        act = _Active(m, folder)
+        if (now - since) / NS > max_interruption_s or set(m.cameras) != set(self._cams):
+            m.state = "stopped"
+            m.stop_reason = "interrupted"
+            m.stopped_utc = utc(int(since))
+            for cam in m.cameras.values():
+                cam.state = "ended"
+                cam.end_reason = cam.end_reason or "interrupted"
+            await self._save_now(act)
+            log.warning("recording %s was interrupted too long ago; finished", m.recording_id)
+            return m
+        m.parts += 1
+        m.suspended_utc = None
+        reason = "edge service restarted"
+        for cam in m.cameras.values():
+            cam.state = "recording"
+            cam.end_reason = None
+            if not cam.gaps or cam.gaps[-1].end_utc is not None:
+                ends = [s.first_frame_utc.timestamp() + (s.duration_s or 0)
+                        for s in cam.segments]
+                start = utc(int(max(ends) * NS)) if ends else m.requested_start_utc
+                cam.gaps.append(Gap(start_utc=start, reason=reason))
+        self._active = self._recs[m.recording_id] = act
+        await self._save_now(act)
+        for name, recorder in self._cams.items():
+            numbers = [s.index for s in m.cameras[name].segments]
+            numbers += [int(p.stem) for p in (folder / name).glob("*.*") if p.stem.isdigit()]
+            recorder.send(Start(m.recording_id, folder / name, now,
+                           first_index=max(numbers, default=0) + 1, resume=True))
+        log.info("recording %s resumed as part %d", m.recording_id, m.parts)
+        return m
+
+    @staticmethod
+    def _recover_files(m: Manifest, folder: Path) -> int:
+        """Close what a crash left open; returns the wall time (ns) recording last reached."""
+        last = int(m.requested_start_utc.timestamp() * NS)
+        for cam in m.cameras.values():
+            for seg in cam.segments:
+                if not seg.complete and (folder / seg.file).exists():
+                    facts = recover(folder / seg.file)
+                    seg.size, seg.sha256 = facts.size, facts.sha256
+                    seg.frames, seg.duration_s = facts.frames, facts.duration_s
+                    seg.complete = True
+                    seg.recovered = True
+                end = seg.first_frame_utc.timestamp() + (seg.duration_s or 0)
+                last = max(last, int(end * NS))
+        return last
+
+    async def suspend_recording(self) -> Manifest:
+        """Close every file but leave the recording to be resumed (service shutdown)."""
+        act = self._active
+        if act is None:
+            raise RecordingConflict("no recording is running")
+        act.manifest.suspended_utc = utc(self._clock.now_ns())
+        return await self.stop_recording("suspended", final=False)
+
+    async def stop_recording(self, reason: str = "stopped", final: bool = True) -> Manifest:
         """Stop every camera; returns once each has finalized its file (or the timeout)."""
         act = self._active
         if act is None:
             raise RecordingConflict("no recording is running")
         m = act.manifest
-        if m.state == "recording":
+        if m.state == "recording" and final:
             m.stop_reason = reason
             if reason == "disk_full":
                 m.state = "disk_full"
                 m.stopped_utc = utc(self._clock.now_ns())
         for cam in self._cams.values():
             cam.send(Stop(m.recording_id, reason))
+        act.final = final
         try:
             await asyncio.wait_for(act.done.wait(), self.settings.stop_timeout_s)
         except TimeoutError:
