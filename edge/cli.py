@@ -1,5 +1,9 @@
 """`roomrec-edge`: the room box's command line.
 
+- ``roomrec-edge --config FILE``: the edge service (under systemd); with
+  ``--validate-config``, only check the file: every error with its key path.
+- ``roomrec-edge sample-config``: a configuration with every key, type and default.
+- ``roomrec-edge panel-test --config FILE``: check the button and LED wiring.
 - ``roomrec-edge run [--camera URL ...] [--storage DIR]``: record the room's cameras
   until stopped (Ctrl-C or SIGTERM). With no camera given, two synthetic test cameras.
 - ``roomrec-edge probe URL``: a camera's streams, codecs, keyframe interval and clock.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import logging
 import signal
@@ -19,14 +24,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, systemd
 from edge.clock import NS, WallClock
+from edge.config import ConfigError, EdgeConfig
+from edge.config import load as load_config
 from edge.errors import EdgeError
+from edge.gpio import make_factory
+from edge.paneltest import panel_test
 from edge.recorder.camera import CameraSettings
 from edge.recorder.manifest import Manifest
 from edge.recorder.room import RoomRecorder, RoomSettings
 from edge.recorder.sources import Source, SourceTimeouts, make_source
 from edge.redact import RedactingFilter, Redactor, secrets_of_urls
+from edge.sampleconfig import render as render_sample
+from edge.service import EdgeService
 
 log = logging.getLogger("roomrec.edge")
 DEFAULT_CAMERAS = ("front=test:front", "back=test:back")
@@ -176,12 +187,46 @@ def cmd_probe(args: argparse.Namespace, redactor: Redactor) -> int:
     return 0
 
 
+async def cmd_service(config: EdgeConfig, redactor: Redactor) -> int:
+    service = EdgeService(config, make_factory(config.gpio.backend), redactor=redactor)
+    stop = asyncio.Event()
+    await _until_signal(stop)
+    await service.start()
+    systemd.notify("READY=1")
+    print(f"roomrec-edge {__version__}: room {config.room.id} ({config.room.name}), "
+          f"API on port {service.port}", flush=True)
+    ping = systemd.watchdog_interval_s()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ping or 3600)
+            if ping:
+                systemd.notify("WATCHDOG=1")  # the event loop is alive
+    finally:
+        systemd.notify("STOPPING=1")
+        await service.stop()
+    return 0
+
+
+async def cmd_panel_test(config: EdgeConfig, seconds: float) -> int:
+    g = config.gpio
+    return await panel_test(make_factory(g.backend), g.button_pin, g.led_pin, g.tally_pin,
+                            seconds, sys.stdout, debounce_ms=g.debounce_ms)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roomrec-edge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"roomrec-edge {__version__}")
     p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--config", type=Path, help="the service's configuration (TOML)")
+    p.add_argument("--validate-config", action="store_true",
+                   help="check the configuration, print every error, and exit")
+    sub = p.add_subparsers(dest="command")
+
+    sub.add_parser("sample-config", help="print a configuration with every key")
+    panel = sub.add_parser("panel-test", help="check the button and LED wiring")
+    panel.add_argument("--seconds", type=float, default=30.0)
 
     run = sub.add_parser("run", help="record the cameras until stopped")
     run.add_argument("--camera", action="append", metavar="[NAME=]URL",
@@ -206,8 +251,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit per command
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sample-config":
+        print(render_sample(), end="")
+        return 0
+    if args.command in (None, "panel-test"):
+        if args.config is None:
+            parser.error("--config FILE is needed to run the service or the panel test")
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            print(f"roomrec-edge: {args.config}: {e}", file=sys.stderr)
+            return 2
+        if args.validate_config:
+            print(f"{args.config}: valid; room {config.room.id}, "
+                  f"{len(config.cameras)} camera(s)")
+            return 0
+        redactor = Redactor(config.secrets())
+        setup_logging(redactor, args.verbose)
+        try:
+            if args.command == "panel-test":
+                return asyncio.run(cmd_panel_test(config, args.seconds))
+            return asyncio.run(cmd_service(config, redactor))
+        except KeyboardInterrupt:
+            return 130
     urls = list(getattr(args, "urls", None) or []) + list(getattr(args, "camera", None) or [])
     if getattr(args, "url", None):
         urls.append(args.url)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from edge.contract import ROOM_ID_PATTERN
 from edge.errors import EdgeError
+from edge.panel import LedTimings
 
 CAMERA_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 Pin = Annotated[int, Field(ge=0, le=27, description="BCM GPIO number")]
@@ -98,10 +99,13 @@ class ApiConfig(Strict):
 class GpioConfig(Strict):
     backend: Literal["sim", "rpi"] = Field(
         default="sim", description="rpi: RPi.GPIO (or rpi-lgpio on a Pi 5); sim: simulated")
-    button_pin: Pin = 17
-    led_pin: Pin = 27
-    tally_pin: Pin | None = Field(default=None, description="optional second LED or tally")
-    debounce_ms: int = Field(default=50, ge=5, le=1000)
+    button_pin: Pin = Field(default=17, description="the record button's BCM GPIO number "
+                                                    "(to ground, internal pull-up)")
+    led_pin: Pin = Field(default=27, description="the record LED's BCM GPIO number")
+    tally_pin: Pin | None = Field(default=None, description="optional second LED or tally "
+                                                            "output: on while recording")
+    debounce_ms: int = Field(default=50, ge=5, le=1000,
+                             description="a press counts after the contact is closed this long")
     button_user: str = Field(default="room button", min_length=1,
                              description="who a recording started with the button belongs to")
 
@@ -135,7 +139,7 @@ class RetentionConfig(Strict):
 
 
 class AnnounceConfig(Strict):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="announce the room over mDNS")
     interfaces: list[str] | None = Field(
         default=None, description="addresses to announce on; default: all")
 
@@ -156,6 +160,8 @@ class EdgeConfig(Strict):
     retention: RetentionConfig = RetentionConfig()
     announce: AnnounceConfig = AnnounceConfig()
     clock: ClockConfig = ClockConfig()
+    led: LedTimings = Field(default=LedTimings(),
+                            description="the LED's blink patterns, as [on_ms, off_ms] steps")
 
     @model_validator(mode="after")
     def _verify(self) -> EdgeConfig:

@@ -25,6 +25,7 @@ from edge.errors import SourceError
 from edge.recorder.backoff import Backoff
 from edge.recorder.preroll import Item, PrerollBuffer
 from edge.recorder.segment import SegmentWriter
+from edge.recorder.snapshot import KeyframeSnapshotter
 from edge.recorder.sources import Source, SourcePacket, StreamInfo
 from edge.recorder.timestamps import Fixed, TimestampFixer
 
@@ -95,6 +96,15 @@ class SegmentClosed:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A JPEG of the camera's latest keyframe (made only while pictures are wanted)."""
+
+    camera: str
+    jpeg: bytes
+    at_ns: int
+
+
+@dataclass(frozen=True)
 class RecordingBegan:
     """The first kept frame of a recording, `offset_s` before the requested time T."""
 
@@ -130,7 +140,7 @@ class RecordingEnded:
 
 
 Event = (Connected | Lost | SegmentOpened | SegmentTimed | SegmentClosed | RecordingBegan
-         | GapStarted | GapEnded | RecordingEnded)
+         | GapStarted | GapEnded | RecordingEnded | Snapshot)
 
 
 # Commands, from the asyncio side to the camera thread.
@@ -206,6 +216,8 @@ class CameraRecorder:
         self.bytes_in = 0
         self.last_packet_mono_ns = 0
         self.connects = 0
+        self._snapshots_until = 0  # monotonic ns; written by any thread, read by this one
+        self._snapshotter: KeyframeSnapshotter | None = None
 
     # --- the asyncio side's calls (any thread) ---
 
@@ -221,6 +233,10 @@ class CameraRecorder:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def want_snapshots(self, seconds: float = 5.0) -> None:
+        """Make a picture of every keyframe for the next `seconds`."""
+        self._snapshots_until = self._clock.mono_ns() + int(seconds * NS)
 
     # --- the thread ---
 
@@ -315,6 +331,7 @@ class CameraRecorder:
         self._preroll.clear()
         self._arrival_offset_ns = None
         self._offset_learn_until = self._clock.mono_ns() + 2 * NS
+        self._snapshotter = None
         self.state = "online"
         self._emit(Connected(self.name, self.streams, self._clock.now_ns()))
 
@@ -348,6 +365,8 @@ class CameraRecorder:
     def _on_packet(self, packet: SourcePacket) -> None:
         self.bytes_in += packet.size
         self.last_packet_mono_ns = packet.arrival_ns
+        if packet.key and packet.arrival_ns < self._snapshots_until:
+            self._snapshot(packet)
         fixer = self._fixers[packet.stream]
         for sp, fixed in fixer.push(packet, packet.pts, packet.dts, packet.arrival_ns,
                                     packet.duration):
@@ -372,6 +391,18 @@ class CameraRecorder:
             self._try_begin()
             return
         self._write(rec, item)
+
+    def _snapshot(self, packet: SourcePacket) -> None:
+        info = self.streams[0]
+        try:
+            if self._snapshotter is None:
+                self._snapshotter = KeyframeSnapshotter(info.codec, info.extradata)
+            jpeg = self._snapshotter.picture(packet.packet)
+        except (av.error.FFmpegError, ValueError) as e:
+            log.debug("camera %s: no snapshot: %s", self.name, e)
+            return
+        if jpeg:
+            self._emit(Snapshot(self.name, jpeg, self._clock.now_ns()))
 
     def _try_begin(self) -> None:
         rec = self._rec

@@ -34,6 +34,7 @@ from edge.recorder.camera import (
     SegmentClosed,
     SegmentOpened,
     SegmentTimed,
+    Snapshot,
     Start,
     Stop,
 )
@@ -147,7 +148,7 @@ class RoomRecorder:
     def _on_event(self, ev: Event) -> None:  # noqa: PLR0912 - one branch per event kind
         for q in self.listeners:
             q.put_nowait(ev)
-        if isinstance(ev, Connected | Lost):
+        if isinstance(ev, Connected | Lost | Snapshot):
             return
         act = self._recs.get(ev.recording_id)
         if act is None:
@@ -220,6 +221,16 @@ class RoomRecorder:
     @property
     def recording(self) -> Manifest | None:
         return self._active.manifest if self._active else None
+
+    def rate_of(self, camera: str) -> float | None:
+        """A camera's measured bytes per second, or None before it is known."""
+        return self._rates[camera].per_s()
+
+    def save_soon(self, manifest: Manifest) -> None:
+        """Write a changed manifest of a running recording (e.g. segments released)."""
+        act = self._recs.get(manifest.recording_id)
+        if act is not None:
+            self._mark_dirty(act)
 
     def bytes_per_s(self) -> float:
         total = 0.0

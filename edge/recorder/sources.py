@@ -47,6 +47,7 @@ class StreamInfo:
     sample_rate: int | None = None
     channels: int | None = None
     encoded_here: bool = False
+    extradata: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ def _video_info(st: VideoStream, encoded_here: bool = False) -> StreamInfo:
         kind="video", codec=ctx.name, time_base=st.time_base or Fraction(1, 90000),
         profile=ctx.profile, width=ctx.width or None, height=ctx.height or None,
         fps=round(float(rate), 3) if rate else None,
-        pix_fmt=ctx.pix_fmt, encoded_here=encoded_here,
+        pix_fmt=ctx.pix_fmt, encoded_here=encoded_here, extradata=ctx.extradata or None,
     )
 
 

@@ -1,0 +1,29 @@
+"""Whether the system clock is synchronised (NTP/chrony), from the kernel's own view.
+
+adjtimex(2) with no modes returns the clock state; TIME_ERROR (5) means the clock is not
+synchronised. This is what chrony and systemd-timesyncd report to the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+from edge.contract import ClockSync
+
+TIME_ERROR = 5
+
+
+def clock_sync_state() -> ClockSync:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return "unknown"
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes = 0, read only
+        state = libc.adjtimex(buf)
+    except (OSError, AttributeError):
+        return "unknown"
+    if state < 0:
+        return "unknown"
+    return "unsynchronised" if state == TIME_ERROR else "synchronised"
