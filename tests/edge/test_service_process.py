@@ -242,3 +242,13 @@ def test_sample_config_documents_every_key() -> None:
             assert finfo.description, f"{section}.{key} has no description"
     shipped = Path(__file__).resolve().parents[2] / "edge" / "data" / "roomrec-edge.toml"
     assert shipped.read_text() == sample, "edge/data/roomrec-edge.toml is out of date"
+
+
+def test_panel_test_command_runs_with_the_simulated_pins(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(toml(config_for(tmp_path, [{"name": "p", "url": "test:p"}])))
+    res = subprocess.run([sys.executable, "-m", "edge", "--config", str(cfg), "panel-test",
+                          "--seconds", "1"], capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "solid" in res.stdout.lower()
