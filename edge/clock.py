@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,14 @@ class WallClock:
             return step
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ns_of(dt: datetime) -> int:
+    """ns since the epoch of an aware datetime, exactly (no float rounding)."""
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
 def utc(ns: int) -> datetime:
     """A timezone-aware UTC datetime for ns since the epoch (microsecond precision)."""
-    return datetime.fromtimestamp(ns // 1000 / 1_000_000, tz=UTC)
+    return _EPOCH + timedelta(microseconds=ns // 1000)

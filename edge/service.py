@@ -23,7 +23,7 @@ from zeroconf import InterfaceChoice
 from edge import __version__
 from edge import contract as c
 from edge.api import Forbidden, NotFound, NotReady, build
-from edge.clock import NS, WallClock, utc
+from edge.clock import NS, WallClock, ns_of, utc
 from edge.clocksync import clock_sync_state
 from edge.config import EdgeConfig
 from edge.errors import EdgeError, RecordingConflict
@@ -269,7 +269,7 @@ class EdgeService:
 
     async def start_recording(self, req: c.StartRequest,
                               by_button: bool = False) -> c.CurrentRecording:
-        at = int(req.start_at_utc.timestamp() * NS) if req.start_at_utc else None
+        at = ns_of(req.start_at_utc) if req.start_at_utc else None
         self._transition = "starting"
         try:
             m = await self.room.start_recording(at_ns=at, session_id=req.session_id,

@@ -45,9 +45,9 @@ from edge.recorder.manifest import (
     Gap,
     Manifest,
     Segment,
-    StreamParams,
     load,
     segment_id,
+    stream_params,
     write_atomic,
 )
 from edge.recorder.recover import recover
@@ -156,7 +156,7 @@ class RoomRecorder:
         cam = act.manifest.cameras[ev.camera]
         if isinstance(ev, SegmentOpened):
             cam.state = "recording"
-            cam.streams = [StreamParams.of(s) for s in ev.streams]
+            cam.streams = [stream_params(s) for s in ev.streams]
             rel = str(ev.path.relative_to(act.directory))
             cam.segments.append(Segment(
                 index=ev.index, id=segment_id(act.manifest.recording_id, rel),

@@ -176,6 +176,8 @@ async def test_status_start_stop_and_the_rules(make_edge: EdgeFactory,
         conflict["detail"]
     st = await edge.get("/status")
     assert st["recording"]["recording_id"] == started["recording_id"]
+    live = edge.service.room.recording
+    await eventually(lambda: live is not None and bool(live.cameras["wide"].segments))
     denied = await edge.post("/recording/stop", {"stopped_by": "bob"}, 403)
     assert "ann" in denied["detail"]
     stopped = await edge.post("/recording/stop", {"stopped_by": "tess", "technician": True})

@@ -5,13 +5,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.clock import WallClock
 from edge.recorder.camera import SegmentOpened
 from edge.recorder.manifest import MANIFEST_NAME, load
 from edge.recorder.recover import whole_fragments_end
-from tests.edge.recorder.conftest import RoomFactory
+from edge.recorder.room import RoomRecorder
+from edge.recorder.sources import make_source
+from tests.edge.recorder.conftest import TEST_ROOM, RoomFactory
 from tests.edge.recorder.test_recording import check_files
 from tests.support.camera import RtspCamera, wait_until
 from tests.support.media import fragment_times
@@ -67,8 +71,14 @@ async def test_interrupted_too_long_ago_is_finished_not_resumed(
         make_room: RoomFactory, rtsp_camera: Callable[..., RtspCamera], tmp_path: Path) -> None:
     cam = rtsp_camera(fps=30)
     folder = killed_recording(cam.url, tmp_path / "rec", tmp_path)
-    room, _ = await make_room({"cam1": cam.url})
-    m = await room.resume_recording(folder, max_interruption_s=0)
+    # The box comes back an hour later.
+    later = WallClock(wall_ns=lambda: time.time_ns() + 3600 * 10**9)
+    room = RoomRecorder({"cam1": make_source(cam.url)}, tmp_path / "rec", later, TEST_ROOM)
+    await room.open()
+    try:
+        m = await room.resume_recording(folder, max_interruption_s=300)
+    finally:
+        await room.close()
     assert m.state == "stopped" and m.stop_reason == "interrupted"
     assert room.recording is None
     saved = load(folder / MANIFEST_NAME)
