@@ -26,6 +26,7 @@ from coordinator.db import (
     Database,
     ExportedAnnotation,
     Invalid,
+    JsonValue,
     NewSession,
     NotFound,
     Role,
@@ -457,7 +458,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_defused() -> None:
 
 async def test_settings_hold_json(db: Database) -> None:
     assert await db.get_setting("naming", {"default_name": None}) == {"default_name": None}
-    value = {"default_name": "Simulation", "edit_before_save": True, "n": [1, 2.5]}
+    value: JsonValue = {"default_name": "Simulation", "edit_before_save": True, "n": [1, 2.5]}
     await db.set_setting("naming", value)
     assert await db.get_setting("naming") == value
     await db.set_setting("naming", None)
@@ -470,9 +471,9 @@ async def test_settings_hold_json(db: Database) -> None:
 
 
 async def kill_writer(path: Path, session_id: str, user_id: int, tag: str,
-                      acks_before_kill: int) -> list[str]:
+                      acks_before_kill: int, jitter_s: float = 0.0) -> list[str]:
     """Run tests.support.db_writer until it has acknowledged `acks_before_kill` changes,
-    SIGKILL it, and return every line it printed (all acknowledged)."""
+    let it write `jitter_s` longer, SIGKILL it, and return every line it printed."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.support.db_writer", str(path), session_id,
         str(user_id), tag, cwd=ROOT,
@@ -487,6 +488,7 @@ async def kill_writer(path: Path, session_id: str, user_id: int, tag: str,
                     err = (await proc.stderr.read()).decode(errors="replace")
                     pytest.fail(f"the writer ended early: {err}")
                 lines.append(line.decode().rstrip("\n"))
+            await asyncio.sleep(jitter_s)  # to land the kill anywhere in the next write
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
@@ -507,7 +509,8 @@ async def test_every_acknowledged_change_survives_sigkill(tmp_path: Path) -> Non
     users: list[str] = []
     remarks: dict[int, str] = {}
     for round_ in range(3):
-        lines = await kill_writer(path, "s1", admin, f"r{round_}", rng.randint(1, 120))
+        lines = await kill_writer(path, "s1", admin, f"r{round_}", rng.randint(1, 120),
+                                  rng.uniform(0, 0.01))
         assert lines[0] == "READY"
         for line in lines[1:]:
             _, what, value = line.split(" ", 2)
