@@ -240,7 +240,8 @@ def _schema(model: type[BaseModel], defs: dict[str, Any]) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def openapi(routes: list[Route]) -> dict[str, Any]:
+def openapi(routes: list[Route], title: str = "roomrec edge",
+            security: dict[str, Any] | None = None) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
     error = {"content": {"application/json": {"schema": _schema(c.ErrorBody, defs)}}}
@@ -267,9 +268,9 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "roomrec edge", "version": __version__},
+        "info": {"title": title, "version": __version__},
         "paths": paths,
-        "components": {"schemas": defs, "securitySchemes": {
+        "components": {"schemas": defs, "securitySchemes": security or {
             "bearer": {"type": "http", "scheme": "bearer"}}},
     }
 

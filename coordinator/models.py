@@ -1,0 +1,167 @@
+"""Bodies of the coordinator's API (pydantic); every request body forbids unknown keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RoleName = Literal["technician", "administrator", "trainer", "trainee"]
+LocationState = Literal["idle", "recording", "locked", "offline", "error"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Body):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class UserOut(Body):
+    id: int
+    username: str
+    display_name: str
+    role: RoleName
+    active: bool
+
+
+class LoginResponse(Body):
+    user: UserOut
+    token: str = Field(description="also set as the session cookie; or send it as Bearer")
+
+
+class NewUser(Body):
+    username: str = Field(min_length=1, max_length=64)
+    display_name: str = Field(min_length=1, max_length=200)
+    role: RoleName
+    password: str = Field(min_length=8, max_length=1000)
+
+
+class UserChange(Body):
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: RoleName | None = None
+    active: bool | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1000)
+
+
+class UserList(Body):
+    users: list[UserOut]
+
+
+class LocationOut(Body):
+    room_id: str
+    name: str
+    status: LocationState
+    online: bool
+    flagged: str | None = None
+    recording_by: str | None = None
+    session_id: str | None = None
+    locked_by: str | None = None
+    cameras_online: int = 0
+    cameras: int = 0
+    runway_minutes: float | None = None
+    clock: str | None = None
+    host: str
+    port: int
+
+
+class LocationList(Body):
+    locations: list[LocationOut]
+
+
+class DiscoveredOut(Body):
+    room_id: str
+    name: str
+    host: str
+    port: int
+    version: str
+    state: str
+
+
+class DiscoveredList(Body):
+    rooms: list[DiscoveredOut]
+
+
+class PairLocation(Body):
+    room_id: str | None = Field(default=None, description="a discovered room")
+    host: str | None = Field(default=None, description="or a room's address (other subnets)")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    code: str | None = Field(default=None, max_length=200,
+                             description="the room's enrollment code; without it, someone "
+                                         "presses the room's button")
+
+
+class StartSessions(Body):
+    room_ids: list[str] = Field(min_length=1, max_length=500)
+    kind: Literal["single", "separate", "composite"] = "single"
+    codes_list_id: int | None = None
+
+
+class StopSession(Body):
+    name: str | None = Field(default=None, max_length=200,
+                             description="the Save session step: the session's name")
+
+
+class SessionLocationOut(Body):
+    room_id: str
+    state: str
+    recording_id: str | None = None
+    first_frames: dict[str, datetime] = {}
+    failure: str | None = None
+
+
+class SessionOut(Body):
+    id: str
+    group_id: str | None
+    kind: str
+    name: str | None
+    proposal: str | None = None
+    started_by: str | None
+    start_at_utc: datetime
+    state: str
+    partial_reason: str | None = None
+    stopped_utc: datetime | None = None
+    spread_s: float | None = None
+    codes_list_id: int | None = None
+    locations: list[SessionLocationOut]
+
+
+class SessionList(Body):
+    sessions: list[SessionOut]
+
+
+class ScoreRequest(Body):
+    key: str = Field(min_length=1, max_length=1)
+    text: str | None = Field(default=None, max_length=2000)
+
+
+class RemarkRequest(Body):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class CodeIn(Body):
+    key: str = Field(min_length=1, max_length=1)
+    label: str = Field(min_length=1, max_length=100)
+    color: str = Field(default="#3366cc", pattern=r"^#[0-9a-f]{6}$")
+
+
+class NewCodesList(Body):
+    name: str = Field(min_length=1, max_length=100)
+    codes: list[CodeIn] = Field(default=[], max_length=36)
+
+
+class CodesListOut(Body):
+    id: int
+    name: str
+    codes: list[CodeIn]
+
+
+class CodesLists(Body):
+    lists: list[CodesListOut]
+
+
+class ChooseCodesList(Body):
+    codes_list_id: int | None

@@ -1,0 +1,466 @@
+"""The coordinator: rooms, users, sessions started together and stopped by the rules.
+
+The session rules live in the pure `coordinator.sessions` state machine; this module
+carries its decisions out: commands the rooms through `EdgeClient`, persists every
+change in SQLite before acknowledging it, follows what the rooms report (heartbeats),
+adopts recordings started with a room's button, and after a restart reconciles its
+view with every room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import aiohttp
+
+from coordinator import naming, sessions
+from coordinator import users as accounts
+from coordinator.config import CoordinatorConfig
+from coordinator.db import Database, NewSession, Role
+from coordinator.db import Session as StoredSession
+from coordinator.edges import EdgeError, EdgeRefused
+from coordinator.locations import Location, Locations
+from edge import contract as c
+
+log = logging.getLogger(__name__)
+MANIFEST_POLL_S = 0.25
+
+
+class Refusal(Exception):
+    """An operation the rules refuse: a code (forbidden, offline, busy, ...) and why."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: int
+    username: str
+    role: Role
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig, db: Database, http: aiohttp.ClientSession,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.db = db
+        self._http = http
+        self._clock = clock
+        d = config.discovery
+        self.locations = Locations(
+            http, config.coordinator.id, self._persist_location, d.heartbeat_s,
+            d.offline_after_s, d.interfaces, d.enabled, on_change=self._location_changed)
+        self.state = sessions.State()
+        self.naming = naming.NamingSettings(config.sessions.default_name,
+                                            config.sessions.edit_before_save)
+        self._group_naming: dict[str, naming.GroupNaming] = {}
+        self._subscribers: set[asyncio.Queue[c.Event]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one session operation at a time
+        self.first_admin_password: str | None = None
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        fa = self.config.first_admin
+        password = fa.password.get_secret_value() if fa.password else secrets.token_urlsafe(12)
+        if await accounts.ensure_first_admin(self.db, fa.username, password):
+            if fa.password is None:
+                self.first_admin_password = password
+            log.info("created the first Administrator, %r", fa.username)
+        stored = []
+        for row in await self.db.list_locations():
+            secret = await self.db.get_location_secret(row.room_id)
+            stored.append(Location(row.room_id, row.name, row.host, row.port, row.api_path,
+                                   row.version, secret, row.flagged_reason))
+        await self._restore_sessions()
+        await self.locations.start(stored)
+        async with asyncio.timeout(10):
+            await self.locations.refresh_all()  # reconcile: the rooms' true state
+        for loc in self.locations.known.values():
+            self._location_changed(loc)
+
+    async def close(self) -> None:
+        await self.locations.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restore_sessions(self) -> None:
+        active = await self.db.list_sessions(states=("starting", "recording", "partial",
+                                                     "stopping"))
+        restored = []
+        groups: dict[str, list[str]] = {}
+        for s in active:
+            starter = await self.db.get_user(s.started_by) if s.started_by else None
+            runs = tuple(sessions.Run(
+                sl.room_id, sessions.RunState(sl.state) if sl.state in
+                {r.value for r in sessions.RunState} else sessions.RunState.RECORDING,
+                sl.recording_id, {k: v.timestamp() for k, v in sl.first_frames.items()},
+                sl.failure) for sl in s.locations)
+            gid = s.group_id or s.id
+            restored.append(sessions.Session(
+                s.id, gid, sessions.Kind(s.kind), starter.username if starter else "?",
+                runs, s.created_utc.timestamp(), s.start_at_utc.timestamp(),
+                by_button=starter is None))
+            groups.setdefault(gid, []).append(s.id)
+            self._group_naming[gid] = naming.GroupNaming(
+                s.name_default, s.name_number, self.naming.edit_before_save) \
+                if s.name_default else naming.GroupNaming(editable=True)
+        self.state = sessions.State(
+            locations=self.state.locations,
+            sessions={s.id: s for s in restored},
+            groups={g: sessions.Group(g, restored[0].kind, restored[0].started_by, tuple(ids))
+                    for g, ids in groups.items()})
+
+    # --- locations ---
+
+    async def _persist_location(self, loc: Location) -> None:
+        if await self.db.get_location(loc.room_id) is None:
+            await self.db.add_location(loc.room_id, name=loc.name, host=loc.host,
+                                       port=loc.port, api_path=loc.api, version=loc.version)
+        await self.db.update_location(loc.room_id, name=loc.name, host=loc.host,
+                                      port=loc.port, api_path=loc.api, version=loc.version,
+                                      flagged_reason=loc.flagged,
+                                      last_seen_utc=_utc(self._clock()))
+        await self.db.set_location_secret(loc.room_id, loc.secret)
+
+    def _location_changed(self, loc: Location) -> None:
+        st = loc.status
+        synced = st is not None and st.clock == "synchronised"
+        if loc.online or loc.flagged:
+            # A flagged room is refused as flagged (never commanded), whatever answers.
+            self.state, _ = sessions.location_online(self.state, loc.room_id,
+                                                     clock_synchronised=synced,
+                                                     flagged=bool(loc.flagged),
+                                                     name=loc.name)
+        else:
+            if loc.room_id not in self.state.locations:
+                self.state, _ = sessions.location_online(self.state, loc.room_id,
+                                                         clock_synchronised=synced,
+                                                         name=loc.name)
+            self.state, _ = sessions.location_offline(self.state, loc.room_id)
+        self.publish("location", room_id=loc.room_id, status=self.location_status(loc))
+        if loc.online and not loc.flagged and st is not None:
+            self._spawn(self._follow(loc, st), f"follow-{loc.room_id}")
+
+    async def _follow(self, loc: Location, st: c.Status) -> None:
+        """What a room reports that the coordinator did not ask for: a recording started
+        with its button (adopted), or a recording that ended on the room (button, disk)."""
+        async with self._lock:
+            active = self.state.active_session_at(loc.room_id)
+            rec = st.recording
+            if rec is not None and active is None and rec.started_by_button:
+                await self._adopt(loc, rec)
+            elif active is not None and rec is None:
+                run = active.run(loc.room_id)
+                if run is not None and run.state is sessions.RunState.RECORDING \
+                        and run.recording_id is not None:
+                    disk_full = await self._ended_disk_full(loc, run.recording_id)
+                    await self._stopped(active.id, loc.room_id, disk_full,
+                                        "stopped on the room")
+
+    async def _ended_disk_full(self, loc: Location, recording_id: str) -> bool:
+        try:
+            m = await self.locations.client(loc).manifest(recording_id)
+        except EdgeError:
+            return False
+        return m.state == "disk_full"
+
+    async def _adopt(self, loc: Location, rec: c.CurrentRecording) -> None:
+        sid = f"b-{secrets.token_hex(6)}"
+        button_user = rec.started_by or "room button"
+        self.state, outcome = sessions.adopt(self.state, loc.room_id, rec.recording_id,
+                                             button_user, rec.requested_start_utc.timestamp(),
+                                             session_id=sid)
+        if isinstance(outcome, sessions.Refused):
+            log.warning("cannot adopt %s on %s: %s", rec.recording_id, loc.room_id,
+                        outcome.reason)
+            return
+        grp = await self._name_group(sid)
+        now = _utc(self._clock())
+        await self.db.create_sessions([NewSession(
+            id=sid, kind="single", started_by=None, start_at_utc=rec.requested_start_utc,
+            created_utc=now, room_ids=(loc.room_id,), state="recording",
+            location_state="recording", group_id=sid, name_default=grp.default_name,
+            name_number=grp.number)])
+        await self.db.update_session_location(sid, loc.room_id,
+                                              recording_id=rec.recording_id)
+        self.publish("session", session_id=sid, state="recording", adopted=True)
+        log.info("adopted %s on %s (started with the room's button)", rec.recording_id,
+                 loc.room_id)
+
+    def location_status(self, loc: Location) -> str:
+        if loc.flagged:
+            return "error"  # never commanded: an administrator must pair it again
+        if not loc.online:
+            return "offline"
+        if loc.status is not None and loc.status.state == "error":
+            return "error"
+        if self.state.recording(loc.room_id) or (loc.status is not None
+                                                 and loc.status.recording is not None):
+            return "recording"
+        pure = self.state.locations.get(loc.room_id)
+        if pure is not None and pure.locked_by is not None:
+            return "locked"
+        return "idle"
+
+    # --- sessions ---
+
+    async def _name_group(self, group_id: str) -> naming.GroupNaming:
+        if self.naming.default_name is None:
+            grp = naming.GroupNaming(editable=True)
+        else:
+            number = await self.db.reserve_name_number(self.naming.default_name)
+            grp = naming.GroupNaming(self.naming.default_name, number,
+                                     self.naming.edit_before_save)
+        self._group_naming[group_id] = grp
+        return grp
+
+    async def lock(self, actor: Actor, room_id: str) -> None:
+        self.state, out = sessions.lock(self.state, actor.username,
+                                        sessions.Role(actor.role.value), room_id)
+        _raise(out)
+        self.publish("location", room_id=room_id, status="locked", by=actor.username)
+
+    async def unlock(self, actor: Actor, room_id: str) -> None:
+        self.state, out = sessions.unlock(self.state, actor.username,
+                                          sessions.Role(actor.role.value), room_id)
+        _raise(out)
+        self.publish("location", room_id=room_id, status="idle")
+
+    async def start_sessions(self, actor: Actor, room_ids: list[str], kind: str,
+                             codes_list_id: int | None = None) -> list[StoredSession]:
+        """Start `kind` sessions of these rooms at a synchronized time a little ahead."""
+        async with self._lock:
+            gid = secrets.token_hex(6)
+            now = self._clock()
+            self.state, out = sessions.start(
+                self.state, actor.username, sessions.Role(actor.role.value), room_ids,
+                sessions.Kind(kind), group_id=gid, now=now,
+                lead_s=self.config.sessions.start_lead_s,
+                allow_unsynced=self.config.sessions.allow_unsynced_clock)
+            started = _raise(out)
+            assert isinstance(started, sessions.Started)
+            grp = await self._name_group(gid)
+            await self.db.create_sessions([NewSession(
+                id=cmd.session_id, kind=kind, started_by=actor.user_id,  # type: ignore[arg-type]
+                start_at_utc=_utc(started.start_at), created_utc=_utc(now),
+                room_ids=cmd.location_ids, group_id=gid, name_default=grp.default_name,
+                name_number=grp.number, codes_list_id=codes_list_id)
+                for cmd in started.commands])
+            calls = [self._start_one(actor, cmd.session_id, rid, started.start_at,
+                                     grp.proposal)
+                     for cmd in started.commands for rid in cmd.location_ids]
+            await asyncio.gather(*calls)
+        for w in started.warnings:
+            log.warning("session %s: %s", gid, w)
+        self.publish("group_started", group_id=gid, kind=kind, by=actor.username,
+                     warnings=list(started.warnings))
+        stored = [await self.db.get_session(cmd.session_id) for cmd in started.commands]
+        return [s for s in stored if s is not None]
+
+    async def _start_one(self, actor: Actor, session_id: str, room_id: str, start_at: float,
+                         proposal: str | None) -> None:
+        loc = self.locations.known[room_id]
+        req = c.StartRequest(session_id=session_id, name=proposal, started_by=actor.username,
+                             start_at_utc=_utc(start_at))
+        try:
+            rec = await self.locations.client(loc).start(req)
+        except EdgeError as e:
+            reason = e.detail if isinstance(e, EdgeRefused) else "the room did not answer"
+            self.state, _ = sessions.location_failed(self.state, session_id, room_id, reason)
+            await self.db.update_session_location(session_id, room_id, state="failed",
+                                                  failure=reason)
+            await self._save_session_state(session_id)
+            self.publish("session", session_id=session_id, room_id=room_id, failed=reason)
+            return
+        await self.db.update_session_location(session_id, room_id,
+                                              recording_id=rec.recording_id)
+        self._spawn(self._await_first_frames(session_id, room_id, rec.recording_id),
+                    f"first-frames-{session_id}-{room_id}")
+
+    async def _await_first_frames(self, session_id: str, room_id: str,
+                                  recording_id: str) -> None:
+        """The cameras' actual first-frame times, from the room's manifest."""
+        loc = self.locations.known[room_id]
+        frames: dict[str, float] = {}
+        deadline = time.monotonic() + 15 + self.config.sessions.start_lead_s
+        while time.monotonic() < deadline:
+            try:
+                m = await self.locations.client(loc).manifest(recording_id)
+            except EdgeError:
+                m = None
+            if m is not None:
+                frames = {name: cam.first_frame_utc.timestamp()
+                          for name, cam in m.cameras.items() if cam.first_frame_utc}
+                rtcp_pending = any(cam.segments and cam.segments[0].time_source == "arrival"
+                                   for cam in m.cameras.values())
+                if len(frames) == len(m.cameras) and (not rtcp_pending or
+                                                      time.monotonic() > deadline - 10):
+                    break
+            await asyncio.sleep(MANIFEST_POLL_S)
+        async with self._lock:
+            self.state, _ = sessions.location_started(self.state, session_id, room_id, frames,
+                                                      recording_id)
+            await self.db.update_session_location(
+                session_id, room_id, state="recording",
+                first_frames={k: _utc(v) for k, v in frames.items()})
+            await self._save_session_state(session_id)
+        self.publish("session", session_id=session_id, room_id=room_id, state="recording")
+
+    async def _save_session_state(self, session_id: str) -> None:
+        s = self.state.sessions.get(session_id)
+        if s is None:
+            return
+        reasons = "; ".join(s.reasons) or None
+        await self.db.update_session(session_id, state=s.state.value, spread_s=s.spread_s,
+                                     partial_reason=reasons)
+
+    async def stop_group(self, actor: Actor, session_id: str,
+                         name: str | None = None) -> list[StoredSession]:
+        """Stop a session and every session of its group; `name`: the Save session step."""
+        async with self._lock:
+            session = self.state.sessions.get(session_id)
+            if session is None:
+                raise Refusal("unknown", f"no running session {session_id}")
+            grp = self._group_naming.get(session.group_id, naming.GroupNaming(editable=True))
+            try:
+                naming.final_name(grp, name)  # check the name before stopping anything
+            except naming.NamingError as e:
+                raise Refusal("name", str(e)) from None
+            self.state, out = sessions.stop(self.state, actor.username,
+                                            sessions.Role(actor.role.value), session_id,
+                                            self._clock())
+            stopping = _raise(out)
+            assert isinstance(stopping, sessions.Stopping)
+            technician = actor.role == Role.TECHNICIAN
+            results = await asyncio.gather(*(
+                self._stop_one(actor, cmd.session_id, rid, technician)
+                for cmd in stopping.commands for rid in cmd.location_ids))
+            for (sid, rid, disk_full) in results:
+                await self._stopped(sid, rid, disk_full, None)
+            group = self.state.groups[stopping.group_id]
+            out_sessions = []
+            for sid in group.session_ids:
+                s = self.state.sessions[sid]
+                final = naming.final_name(grp, name, s.disk_full)
+                await self.db.update_session(sid, name=final, stopped_by=actor.user_id,
+                                             stopped_utc=_utc(self._clock()),
+                                             state=s.state.value)
+                stored = await self.db.get_session(sid)
+                if stored is not None:
+                    out_sessions.append(stored)
+        self.publish("group_stopped", group_id=stopping.group_id, by=actor.username)
+        return out_sessions
+
+    async def _stop_one(self, actor: Actor, session_id: str, room_id: str,
+                        technician: bool) -> tuple[str, str, bool]:
+        loc = self.locations.known.get(room_id)
+        if loc is None:
+            return session_id, room_id, False
+        client = self.locations.client(loc)
+        try:
+            summary = await client.stop(c.StopRequest(stopped_by=actor.username,
+                                                      technician=technician))
+            return session_id, room_id, summary.state == "disk_full"
+        except EdgeRefused as e:
+            if e.error != "recording_conflict":  # 409: nothing runs there any more
+                log.warning("room %s refused to stop: %s", room_id, e)
+        except EdgeError as e:
+            log.warning("room %s did not answer the stop: %s", room_id, e)
+        return session_id, room_id, False
+
+    async def _stopped(self, session_id: str, room_id: str, disk_full: bool,
+                       reason: str | None) -> None:
+        self.state, _ = sessions.location_stopped(self.state, session_id, room_id, disk_full,
+                                                  reason)
+        await self.db.update_session_location(session_id, room_id, state="stopped")
+        await self._save_session_state(session_id)
+        s = self.state.sessions.get(session_id)
+        if s is not None and not s.active and reason is not None:
+            # Ended on the room (button, disk full): named by the rules, no Save step.
+            grp = self._group_naming.get(s.group_id, naming.GroupNaming(editable=True))
+            if grp.proposal is not None:
+                await self.db.update_session(session_id,
+                                             name=naming.final_name(grp, None, s.disk_full),
+                                             stopped_utc=_utc(self._clock()))
+        self.publish("session", session_id=session_id, room_id=room_id, state="stopped")
+
+    # --- annotations ---
+
+    async def score(self, actor: Actor, session_id: str, key: str,
+                    text: str | None = None) -> None:
+        s = await self._session_for_annotation(actor, session_id)
+        now = self._clock()
+        await self.db.add_score(session_id, key=key, session_time_s=_session_time(s, now),
+                                wall_utc=_utc(now), user_id=actor.user_id, text=text)
+        self.publish("annotation", session_id=session_id, key=key, by=actor.username)
+
+    async def remark(self, actor: Actor, session_id: str, text: str) -> None:
+        s = await self._session_for_annotation(actor, session_id)
+        now = self._clock()
+        await self.db.add_remark(session_id, text=text, session_time_s=_session_time(s, now),
+                                 wall_utc=_utc(now), user_id=actor.user_id)
+        self.publish("annotation", session_id=session_id, remark=True, by=actor.username)
+
+    async def _session_for_annotation(self, actor: Actor, session_id: str) -> StoredSession:
+        if not accounts.may_record(actor.role):
+            raise Refusal("forbidden", "a Trainee may only view")
+        s = await self.db.get_session(session_id)
+        if s is None:
+            raise Refusal("unknown", f"no session {session_id}")
+        return s
+
+    # --- events ---
+
+    def subscribe(self) -> asyncio.Queue[c.Event]:
+        q: asyncio.Queue[c.Event] = asyncio.Queue(maxsize=1000)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[c.Event]) -> None:
+        self._subscribers.discard(q)
+
+    def publish(self, event_type: str, **data: object) -> None:
+        ev = c.Event(type=event_type, at_utc=datetime.now(UTC), room_id=self.config.coordinator.id,
+                     data=data)
+        for q in list(self._subscribers):
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(ev)
+
+
+def _session_time(s: StoredSession, now: float) -> float:
+    """Seconds into the session (0 for a score before its synchronized start)."""
+    return round(max(0.0, now - s.start_at_utc.timestamp()), 3)
+
+
+def _raise(out: object) -> object:
+    if isinstance(out, sessions.Refused):
+        raise Refusal(out.code.value, out.reason)
+    return out
+
+
+__all__ = ["Actor", "Coordinator", "Refusal", "replace"]

@@ -1,0 +1,340 @@
+"""The coordinator against real room boxes (edge services with synthetic cameras, real
+HTTP, real mDNS on loopback), through its API with aiohttp's test client. GPIO pins are
+the only fake (the rooms' simulated buttons)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from coordinator.api import build
+from coordinator.config import parse as parse_coordinator
+from coordinator.db import Database
+from coordinator.service import Coordinator
+from edge.config import parse as parse_edge
+from edge.gpio.sim import SimPinFactory
+from edge.service import EdgeService
+from tests.edge.recorder.conftest import eventually
+from tests.support.mdns import loopback_multicast_problem, unique_room_id
+
+P = "/api/v1"
+ADMIN = ("admin", "admin-password-1")
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+class Room:
+    def __init__(self, service: EdgeService, pins: SimPinFactory, code: str) -> None:
+        self.service = service
+        self.pins = pins
+        self.code = code
+
+    @property
+    def id(self) -> str:
+        return self.service.config.room.id
+
+
+RoomFactory = Callable[..., Awaitable[Room]]
+
+
+@pytest.fixture
+async def make_room(tmp_path: Path) -> AsyncIterator[RoomFactory]:
+    rooms: list[Room] = []
+
+    async def make(name: str, announce: bool = False) -> Room:
+        rid = unique_room_id()
+        code = f"code-{rid}"
+        cfg = parse_edge({
+            "room": {"id": rid, "name": name},
+            "cameras": [{"name": "a", "url": "test:a?size=320x240&fps=15"},
+                        {"name": "b", "url": "test:b?size=320x240&fps=15"}],
+            "storage": {"path": str(tmp_path / rid / "rec"), "reserve_mb": 0,
+                        "expected_minutes": 1},
+            "api": {"host": "127.0.0.1", "port": 0},
+            "pairing": {"code": code, "state_dir": str(tmp_path / rid / "state")},
+            "announce": {"enabled": announce, "interfaces": ["127.0.0.1"]},
+            "clock": {"require_sync": False},
+        })
+        pins = SimPinFactory()
+        service = EdgeService(cfg, pins, state_every_s=0.05)
+        await service.start()
+        room = Room(service, pins, code)
+        rooms.append(room)
+        return room
+
+    yield make
+    for room in rooms:
+        await room.service.stop()
+
+
+class Central:
+    def __init__(self, co: Coordinator, client: TestClient[Any, Any]) -> None:
+        self.co = co
+        self.client = client
+
+    async def login(self, username: str, password: str) -> dict[str, str]:
+        r = await self.client.post(f"{P}/login", json={"username": username,
+                                                       "password": password})
+        assert r.status == 200, await r.text()
+        return {"Authorization": f"Bearer {(await r.json())['token']}"}
+
+    async def call(self, method: str, path: str, auth: dict[str, str],
+                   body: Any = None, status: int = 200) -> Any:
+        r = await self.client.request(method, f"{P}{path}", json=body, headers=auth)
+        text = await r.text()
+        assert r.status == status, f"{method} {path}: {r.status} {text}"
+        return json.loads(text) if text and r.content_type == "application/json" else text
+
+    async def add_user(self, admin: dict[str, str], username: str, role: str) -> dict[str, str]:
+        await self.call("POST", "/users", admin, {"username": username, "display_name": username,
+                                                  "role": role, "password": f"{username}-pw-1"},
+                        201)
+        return await self.login(username, f"{username}-pw-1")
+
+    async def pair(self, admin: dict[str, str], room: Room) -> None:
+        port = room.service.port
+        await self.call("POST", "/locations/pair", admin,
+                        {"host": "127.0.0.1", "port": port, "code": room.code}, 201)
+
+
+CentralFactory = Callable[..., Awaitable[Central]]
+
+
+@pytest.fixture
+async def make_central(tmp_path: Path,
+                       aiohttp_client: AiohttpClient) -> AsyncIterator[CentralFactory]:
+    made: list[tuple[Coordinator, Database, aiohttp.ClientSession]] = []
+
+    async def make(discover: bool = False, **sessions: Any) -> Central:
+        cfg = parse_coordinator({
+            "database": {"path": str(tmp_path / "central.sqlite3")},
+            "storage": {"path": str(tmp_path / "central")},
+            "api": {"secure_cookies": False},
+            "discovery": {"enabled": discover, "interfaces": ["127.0.0.1"],
+                          "heartbeat_s": 0.3, "offline_after_s": 1.5},
+            "sessions": {"allow_unsynced_clock": True, "start_lead_s": 1.0, **sessions},
+            "first_admin": {"username": ADMIN[0], "password": ADMIN[1]},
+        })
+        db = await Database(cfg.database.path).open()
+        http = aiohttp.ClientSession()
+        co = Coordinator(cfg, db, http)
+        made.append((co, db, http))
+        await co.start()
+        app, _ = build(co)
+        return Central(co, await aiohttp_client(app))
+
+    yield make
+    for co, db, http in made:
+        await co.close()
+        await http.close()
+        await db.close()
+
+
+def recording(room: Room) -> Callable[[], bool]:
+    return lambda: room.service.room.recording is not None
+
+
+async def wait_status(central: Central, auth: dict[str, str], room_id: str,
+                      status: str, timeout: float = 10) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            locs = (await central.call("GET", "/locations", auth))["locations"]
+            found = [loc for loc in locs if loc["room_id"] == room_id]
+            if found and found[0]["status"] == status:
+                loc: dict[str, Any] = found[0]
+                return loc
+            await asyncio.sleep(0.1)
+
+
+async def test_composite_session_by_the_rules(make_room: RoomFactory,
+                                              make_central: CentralFactory) -> None:
+    rooms = [await make_room("Sim A"), await make_room("Sim B")]
+    central = await make_central()
+    admin = await central.login(*ADMIN)
+    for room in rooms:
+        await central.pair(admin, room)
+    trainer = await central.add_user(admin, "tara", "trainer")
+    other = await central.add_user(admin, "otto", "trainer")
+    trainee = await central.add_user(admin, "tim", "trainee")
+    tech = await central.add_user(admin, "tess", "technician")
+    for room in rooms:
+        await wait_status(central, trainer, room.id, "idle")
+
+    ids = [r.id for r in rooms]
+    refused = await central.call("POST", "/sessions", trainee,
+                                 {"room_ids": ids, "kind": "composite"}, 403)
+    assert refused["error"] == "forbidden"
+    started = (await central.call("POST", "/sessions", trainer,
+                                  {"room_ids": ids, "kind": "composite"}, 201))["sessions"]
+    (session,) = started
+    assert session["kind"] == "composite" and session["started_by"] == "tara"
+    for room in rooms:
+        await eventually(recording(room), 10)
+        rec = room.service.room.recording
+        assert rec is not None and rec.session_id == session["id"]
+    busy = await central.call("POST", "/sessions", other, {"room_ids": ids[:1]}, 409)
+    assert busy["error"] == "busy"
+    for room in rooms:
+        loc = await wait_status(central, trainee, room.id, "recording")
+        assert loc["recording_by"] == "tara"  # a Trainee may view
+
+    # First frames of every camera and their spread, measured from the rooms' manifests.
+    async def measured() -> bool:
+        s = await central.call("GET", f"/sessions/{session['id']}", trainer)
+        return s["spread_s"] is not None and all(len(sl["first_frames"]) == 2
+                                                 for sl in s["locations"])
+    async with asyncio.timeout(20):
+        while not await measured():  # noqa: ASYNC110 - polling the API
+            await asyncio.sleep(0.2)
+
+    denied = await central.call("POST", f"/sessions/{session['id']}/stop", other,
+                                {"name": "x"}, 403)
+    assert "tara" in denied["detail"]
+    await central.call("POST", f"/sessions/{session['id']}/stop", trainee, {"name": "x"}, 403)
+    # Logging out never stops a recording.
+    await central.call("POST", "/logout", trainer)
+    assert all(r.service.room.recording is not None for r in rooms)
+    stopped = (await central.call("POST", f"/sessions/{session['id']}/stop", tech,
+                                  {"name": "Ward round ✓"}))["sessions"]
+    assert [s["name"] for s in stopped] == ["Ward round ✓"]
+    assert stopped[0]["state"] == "stopped"
+    assert all(r.service.room.recording is None for r in rooms)
+
+
+async def test_separate_sessions_named_once_and_stopped_together(
+        make_room: RoomFactory, make_central: CentralFactory) -> None:
+    rooms = [await make_room("Sim A"), await make_room("Sim B")]
+    central = await make_central(default_name="Simulation", edit_before_save=False)
+    admin = await central.login(*ADMIN)
+    for room in rooms:
+        await central.pair(admin, room)
+        await wait_status(central, admin, room.id, "idle")
+    started = (await central.call("POST", "/sessions", admin,
+                                  {"room_ids": [r.id for r in rooms], "kind": "separate"},
+                                  201))["sessions"]
+    assert len(started) == 2 and len({s["group_id"] for s in started}) == 1
+    assert {s["proposal"] for s in started} == {"Simulation 1"}
+    for room in rooms:
+        await eventually(recording(room), 10)
+    edited = await central.call("POST", f"/sessions/{started[0]['id']}/stop", admin,
+                                {"name": "Something else"}, 422)
+    assert edited["error"] == "name"
+    stopped = (await central.call("POST", f"/sessions/{started[1]['id']}/stop", admin,
+                                  {}))["sessions"]
+    assert sorted(s["name"] for s in stopped) == ["Simulation 1", "Simulation 1"]
+    assert all(r.service.room.recording is None for r in rooms)
+    again = (await central.call("POST", "/sessions", admin,
+                                {"room_ids": [rooms[0].id]}, 201))["sessions"]
+    assert again[0]["proposal"] == "Simulation 2"  # numbers are never reused
+    await central.call("POST", f"/sessions/{again[0]['id']}/stop", admin, {})
+
+
+async def test_codes_scores_remarks_and_export(make_room: RoomFactory,
+                                               make_central: CentralFactory) -> None:
+    room = await make_room("Sim A")
+    central = await make_central()
+    admin = await central.login(*ADMIN)
+    await central.pair(admin, room)
+    await wait_status(central, admin, room.id, "idle")
+    keys = "0123456789abcdefghijklmnopqrstuvwxyz"
+    lst = await central.call("POST", "/codes-lists", admin, {
+        "name": "CRM", "codes": [{"key": k, "label": f"code {k}"} for k in keys]}, 201)
+    other = await central.call("POST", "/codes-lists", admin, {"name": "Other"}, 201)
+    assert len(lst["codes"]) == 36
+    (s,) = (await central.call("POST", "/sessions", admin,
+                               {"room_ids": [room.id], "codes_list_id": other["id"]},
+                               201))["sessions"]
+    await central.call("PUT", f"/sessions/{s['id']}/codes-list", admin,
+                       {"codes_list_id": lst["id"]})  # changeable until the first score
+    await central.call("POST", f"/sessions/{s['id']}/scores", admin, {"key": "z"}, 201)
+    await central.call("POST", f"/sessions/{s['id']}/remarks", admin,
+                       {"text": "good, calm handover"}, 201)
+    await central.call("PUT", f"/sessions/{s['id']}/codes-list", admin,
+                       {"codes_list_id": other["id"]}, 409)
+    rows = list(csv.DictReader(io.StringIO(
+        await central.call("GET", f"/sessions/{s['id']}/annotations.csv", admin))))
+    assert [(r["kind"], r["code"]) for r in rows] == [("score", "z"), ("remark", "")]
+    assert rows[0]["user"] == "admin" and float(rows[0]["session_time_s"]) >= 0
+    exported = await central.call("GET", f"/sessions/{s['id']}/annotations.json", admin)
+    assert len(exported) == 2
+    await central.call("POST", f"/sessions/{s['id']}/stop", admin, {"name": "Debrief 1"})
+
+
+async def test_button_recordings_are_adopted(make_room: RoomFactory,
+                                             make_central: CentralFactory) -> None:
+    room = await make_room("Sim A")
+    central = await make_central(default_name="Skills")
+    admin = await central.login(*ADMIN)
+    await central.pair(admin, room)
+    await wait_status(central, admin, room.id, "idle")
+    room.pins.sim_input(17).press(0.05)
+    loc = await wait_status(central, admin, room.id, "recording")
+    assert loc["recording_by"] == "room button"
+    async with asyncio.timeout(10):
+        while not (await central.call("GET", "/sessions", admin))["sessions"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    (s,) = (await central.call("GET", "/sessions", admin))["sessions"]
+    assert s["kind"] == "single" and s["started_by"] == "room button"
+    room.pins.sim_input(17).press(0.05)  # stopped on the room: named by the rules
+    async with asyncio.timeout(10):
+        while (await central.call("GET", f"/sessions/{s['id']}", admin))["state"] != "stopped":  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert (await central.call("GET", f"/sessions/{s['id']}", admin))["name"] == "Skills 1"
+
+
+async def test_offline_rooms_cannot_be_selected_and_restart_reconciles(
+        make_room: RoomFactory, make_central: CentralFactory) -> None:
+    a, b = await make_room("Sim A"), await make_room("Sim B")
+    central = await make_central()
+    admin = await central.login(*ADMIN)
+    for room in (a, b):
+        await central.pair(admin, room)
+        await wait_status(central, admin, room.id, "idle")
+    (s,) = (await central.call("POST", "/sessions", admin, {"room_ids": [a.id]},
+                               201))["sessions"]
+    await b.service.stop()
+    await wait_status(central, admin, b.id, "offline")
+    refused = await central.call("POST", "/sessions", admin, {"room_ids": [b.id]}, 409)
+    assert refused["error"] == "offline"
+
+    await central.co.close()  # the coordinator restarts; the room goes on recording
+    again = await make_central()
+    admin2 = await again.login(*ADMIN)
+    loc = await wait_status(again, admin2, a.id, "recording", timeout=10)
+    assert loc["session_id"] == s["id"]
+    assert a.service.room.recording is not None
+    await again.call("POST", f"/sessions/{s['id']}/stop", admin2, {"name": "After restart"})
+    assert a.service.room.recording is None
+
+
+async def test_rooms_found_over_mdns_and_a_wrong_identity_is_flagged(
+        make_room: RoomFactory, make_central: CentralFactory) -> None:
+    problem = loopback_multicast_problem()
+    if problem:
+        pytest.skip(f"no multicast on the loopback interface: {problem}")
+    a = await make_room("Sim A", announce=True)
+    b = await make_room("Sim B")
+    central = await make_central(discover=True)
+    admin = await central.login(*ADMIN)
+    async with asyncio.timeout(15):
+        while a.id not in {r["room_id"] for r in  # noqa: ASYNC110 - polling the API
+                           (await central.call("GET", "/locations/discovered", admin))["rooms"]}:
+            await asyncio.sleep(0.2)
+    await central.call("POST", "/locations/pair", admin, {"room_id": a.id, "code": a.code}, 201)
+    await wait_status(central, admin, a.id, "idle")
+    # The address now answers as another room (a box swapped, a DHCP lease reused).
+    known = central.co.locations.known[a.id]
+    known.port = b.service.port
+    loc = await wait_status(central, admin, a.id, "error")
+    assert loc["flagged"] and b.id in loc["flagged"]
+    refused = await central.call("POST", "/sessions", admin, {"room_ids": [a.id]}, 409)
+    assert refused["error"] == "flagged"
+    assert b.service.room.recording is None
