@@ -20,6 +20,7 @@ from coordinator.api import build
 from coordinator.config import parse as parse_coordinator
 from coordinator.db import Database
 from coordinator.service import Coordinator
+from edge import contract as c
 from edge.config import parse as parse_edge
 from edge.gpio.sim import SimPinFactory
 from edge.service import EdgeService
@@ -49,7 +50,8 @@ RoomFactory = Callable[..., Awaitable[Room]]
 async def make_room(tmp_path: Path) -> AsyncIterator[RoomFactory]:
     rooms: list[Room] = []
 
-    async def make(name: str, announce: bool = False) -> Room:
+    async def make(name: str, announce: bool = False,
+                   clock: c.ClockSync = "synchronised") -> Room:
         rid = unique_room_id()
         code = f"code-{rid}"
         cfg = parse_edge({
@@ -64,7 +66,7 @@ async def make_room(tmp_path: Path) -> AsyncIterator[RoomFactory]:
             "clock": {"require_sync": False},
         })
         pins = SimPinFactory()
-        service = EdgeService(cfg, pins, state_every_s=0.05)
+        service = EdgeService(cfg, pins, state_every_s=0.05, clock_sync=lambda: clock)
         await service.start()
         room = Room(service, pins, code)
         rooms.append(room)
@@ -338,3 +340,27 @@ async def test_rooms_found_over_mdns_and_a_wrong_identity_is_flagged(
     refused = await central.call("POST", "/sessions", admin, {"room_ids": [a.id]}, 409)
     assert refused["error"] == "flagged"
     assert b.service.room.recording is None
+
+
+async def test_unsynchronised_clock_is_refused_unless_allowed_and_sorting(
+        make_room: RoomFactory, make_central: CentralFactory) -> None:
+    drifting = await make_room("Alpha", clock="unsynchronised")
+    fine = await make_room("Beta")
+    central = await make_central(allow_unsynced_clock=False)
+    admin = await central.login(*ADMIN)
+    for room in (drifting, fine):
+        await central.pair(admin, room)
+        await wait_status(central, admin, room.id, "idle")
+    refused = await central.call("POST", "/sessions", admin,
+                                 {"room_ids": [drifting.id, fine.id], "kind": "composite"}, 409)
+    assert refused["error"] == "clock" and "Alpha" in refused["detail"]
+    assert drifting.service.room.recording is None and fine.service.room.recording is None
+    (s,) = (await central.call("POST", "/sessions", admin, {"room_ids": [fine.id]},
+                               201))["sessions"]
+    await wait_status(central, admin, fine.id, "recording")
+    by_name = (await central.call("GET", "/locations?sort=name", admin))["locations"]
+    by_status = (await central.call("GET", "/locations?sort=status", admin))["locations"]
+    assert [x["name"] for x in by_name] == ["Alpha", "Beta"]
+    assert [x["name"] for x in by_status] == ["Beta", "Alpha"]  # recording first
+    await central.call("GET", "/locations?sort=size", admin, status=422)
+    await central.call("POST", f"/sessions/{s['id']}/stop", admin, {"name": "Sorted"})
