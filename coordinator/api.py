@@ -7,7 +7,6 @@ Logging out never stops a recording.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from coordinator.edges import EdgeError
 from coordinator.service import Actor, Coordinator, Refusal
 from edge import contract as c
 from edge.api import Route, error_response, openapi
+from edge.eventhub import stream
 
 P = c.API_PREFIX
 COOKIE = "roomrec_session"
@@ -280,24 +280,7 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         return ok(codes_out(cl), 201)
 
     async def events(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-store"})
-        await resp.prepare(request)
-        q = co.subscribe()
-        try:
-            await resp.write(b": roomrec coordinator events\n\n")
-            while True:
-                try:
-                    ev = await asyncio.wait_for(q.get(), 15)
-                except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
-                    continue
-                await resp.write(f"event: {ev.type}\ndata: {ev.model_dump_json()}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            co.unsubscribe(q)
-        return resp
+        return await stream(request, co.events)
 
     routes = [
         Route("GET", f"{P}/health", health, "Liveness", public=True),

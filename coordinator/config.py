@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
+from edge.config import ConfigError, Strict, load_as, parse_as
 
-class ConfigError(Exception):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
-        self.errors = errors
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["ConfigError", "CoordinatorConfig", "load", "parse"]
 
 
 class IdentityConfig(Strict):
@@ -81,26 +74,9 @@ class CoordinatorConfig(Strict):
     first_admin: FirstAdminConfig = FirstAdminConfig()
 
 
-def _format(err: ValidationError) -> list[str]:
-    out = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top)"
-        out.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
-    return out
-
-
 def parse(data: dict[str, object]) -> CoordinatorConfig:
-    try:
-        return CoordinatorConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format(e)) from None
+    return parse_as(CoordinatorConfig, data)
 
 
 def load(path: Path) -> CoordinatorConfig:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError([f"cannot read {path}: {e.strerror}"]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
-    return parse(data)
+    return load_as(CoordinatorConfig, path)

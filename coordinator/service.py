@@ -10,7 +10,6 @@ view with every room.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -28,6 +27,7 @@ from coordinator.db import Session as StoredSession
 from coordinator.edges import EdgeError, EdgeRefused
 from coordinator.locations import Location, Locations
 from edge import contract as c
+from edge.eventhub import EventHub
 
 log = logging.getLogger(__name__)
 MANIFEST_POLL_S = 0.25
@@ -68,7 +68,7 @@ class Coordinator:
         self.naming = naming.NamingSettings(config.sessions.default_name,
                                             config.sessions.edit_before_save)
         self._group_naming: dict[str, naming.GroupNaming] = {}
-        self._subscribers: set[asyncio.Queue[c.Event]] = set()
+        self.events = EventHub(config.coordinator.id)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # one session operation at a time
         self.first_admin_password: str | None = None
@@ -435,21 +435,10 @@ class Coordinator:
     # --- events ---
 
     def subscribe(self) -> asyncio.Queue[c.Event]:
-        q: asyncio.Queue[c.Event] = asyncio.Queue(maxsize=1000)
-        self._subscribers.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[c.Event]) -> None:
-        self._subscribers.discard(q)
+        return self.events.subscribe()
 
     def publish(self, event_type: str, **data: object) -> None:
-        ev = c.Event(type=event_type, at_utc=datetime.now(UTC), room_id=self.config.coordinator.id,
-                     data=data)
-        for q in list(self._subscribers):
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()
-            q.put_nowait(ev)
+        self.events.publish(event_type, **data)
 
 
 def _session_time(s: StoredSession, now: float) -> float:

@@ -7,7 +7,6 @@ errors become a status and a JSON `ErrorBody`; nothing a client sends is used as
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from edge import __version__
 from edge import contract as c
 from edge.errors import DiskSpaceError, EdgeError, RecordingConflict
+from edge.eventhub import EventHub, stream
 from edge.pairing import Pairing, PairingRefused
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Backend(Protocol):
     """What the API needs from the service."""
 
     pairing: Pairing
+    events: EventHub
 
     def status(self) -> c.Status: ...
     def health(self) -> c.Health: ...
@@ -65,8 +66,6 @@ class Backend(Protocol):
     async def release(self, recording_id: str, req: c.ReleaseRequest) -> c.ReleaseResult: ...
     async def snapshot(self, camera: str) -> bytes: ...
     async def pair(self, req: c.PairRequest) -> c.PairResponse: ...
-    def subscribe(self) -> asyncio.Queue[c.Event]: ...
-    def unsubscribe(self, q: asyncio.Queue[c.Event]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def build(backend: Backend, max_body: int) -> tuple[web.Application, list[Route]]:  # noqa: PLR0915 - the route table
+def build(backend: Backend, max_body: int) -> tuple[web.Application, list[Route]]:
     """The application and its route table."""
     P = c.API_PREFIX
 
@@ -152,24 +151,7 @@ def build(backend: Backend, max_body: int) -> tuple[web.Application, list[Route]
         return ok(await backend.pair(await body(request, c.PairRequest)))
 
     async def events(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-store"})
-        await resp.prepare(request)
-        q = backend.subscribe()
-        try:
-            await resp.write(b": roomrec events\n\n")
-            while True:
-                try:
-                    ev = await asyncio.wait_for(q.get(), 15)
-                except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
-                    continue
-                await resp.write(f"event: {ev.type}\ndata: {ev.model_dump_json()}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            backend.unsubscribe(q)
-        return resp
+        return await stream(request, backend.events)
 
     routes = [
         Route("GET", f"{P}/health", health, "Liveness; open to all", response=c.Health,

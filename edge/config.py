@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -21,6 +21,7 @@ from edge.panel import LedTimings
 
 CAMERA_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 Pin = Annotated[int, Field(ge=0, le=27, description="BCM GPIO number")]
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(EdgeError):
@@ -191,18 +192,28 @@ def _format(err: ValidationError) -> list[str]:
     return lines
 
 
-def parse(data: dict[str, object]) -> EdgeConfig:
+def parse_as(model: type[M], data: dict[str, object]) -> M:
+    """Validate `data` as `model`; ConfigError lists every problem with its key path."""
     try:
-        return EdgeConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
 
 
-def load(path: Path) -> EdgeConfig:
+def load_as(model: type[M], path: Path) -> M:
+    """Read and validate a TOML file as `model`."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as e:
         raise ConfigError([f"cannot read {path}: {e.strerror}"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
-    return parse(data)
+    return parse_as(model, data)
+
+
+def parse(data: dict[str, object]) -> EdgeConfig:
+    return parse_as(EdgeConfig, data)
+
+
+def load(path: Path) -> EdgeConfig:
+    return load_as(EdgeConfig, path)

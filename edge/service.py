@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import ifaddr  # zeroconf's own dependency: the box's addresses
@@ -27,6 +26,7 @@ from edge.clock import NS, WallClock, ns_of, utc
 from edge.clocksync import clock_sync_state
 from edge.config import EdgeConfig
 from edge.errors import EdgeError, RecordingConflict
+from edge.eventhub import EventHub
 from edge.gpio.pins import PinFactory
 from edge.mdns import Announcer
 from edge.pairing import Pairing
@@ -101,7 +101,7 @@ class EdgeService:
         code = config.pairing.code.get_secret_value() if config.pairing.code else None
         self.pairing = Pairing(config.pairing.state_dir, code)
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._subscribers: set[asyncio.Queue[c.Event]] = set()
+        self.events = EventHub(config.room.id)
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._snapshot_ready = asyncio.Condition()
         self._transition: c.RoomState | None = None  # starting/stopping while it happens
@@ -527,21 +527,10 @@ class EdgeService:
     # --- events ---
 
     def subscribe(self) -> asyncio.Queue[c.Event]:
-        q: asyncio.Queue[c.Event] = asyncio.Queue(maxsize=1000)
-        self._subscribers.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[c.Event]) -> None:
-        self._subscribers.discard(q)
+        return self.events.subscribe()
 
     def _publish(self, kind: str, **data: object) -> None:
-        ev = c.Event(type=kind, at_utc=datetime.now(UTC), room_id=self.config.room.id,
-                     data=data)
-        for q in list(self._subscribers):
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()  # a slow reader loses the oldest, not the newest
-            q.put_nowait(ev)
+        self.events.publish(kind, **data)
 
     async def _pump_events(self) -> None:
         while True:
