@@ -31,6 +31,7 @@ from edge.eventhub import EventHub
 
 log = logging.getLogger(__name__)
 MANIFEST_POLL_S = 0.25
+RTCP_WAIT_S = 3.0  # how long first-frame times may wait for a camera's RTCP re-timing
 
 
 class Refusal(Exception):
@@ -306,6 +307,7 @@ class Coordinator:
         loc = self.locations.known[room_id]
         frames: dict[str, float] = {}
         deadline = time.monotonic() + 15 + self.config.sessions.start_lead_s
+        all_seen: float | None = None
         while time.monotonic() < deadline:
             try:
                 m = await self.locations.client(loc).manifest(recording_id)
@@ -314,11 +316,14 @@ class Coordinator:
             if m is not None:
                 frames = {name: cam.first_frame_utc.timestamp()
                           for name, cam in m.cameras.items() if cam.first_frame_utc}
-                rtcp_pending = any(cam.segments and cam.segments[0].time_source == "arrival"
-                                   for cam in m.cameras.values())
-                if len(frames) == len(m.cameras) and (not rtcp_pending or
-                                                      time.monotonic() > deadline - 10):
-                    break
+                if len(frames) == len(m.cameras):
+                    all_seen = all_seen or time.monotonic()
+                    # An RTSP camera's first frame is re-timed by its first RTCP sender
+                    # report, which comes within a few seconds; other cameras never are.
+                    arrival = any(cam.segments and cam.segments[0].time_source == "arrival"
+                                  for cam in m.cameras.values())
+                    if not arrival or time.monotonic() - all_seen > RTCP_WAIT_S:
+                        break
             await asyncio.sleep(MANIFEST_POLL_S)
         async with self._lock:
             self.state, _ = sessions.location_started(self.state, session_id, room_id, frames,
@@ -359,7 +364,9 @@ class Coordinator:
                 self._stop_one(actor, cmd.session_id, rid, technician)
                 for cmd in stopping.commands for rid in cmd.location_ids))
             for (sid, rid, disk_full) in results:
-                await self._stopped(sid, rid, disk_full, None)
+                await self._stopped(sid, rid, disk_full, None, save=False)
+            for sid in {sid for sid, _, _ in results}:
+                await self._save_session_state(sid)  # once per session, not per room
             group = self.state.groups[stopping.group_id]
             out_sessions = []
             for sid in group.session_ids:
@@ -392,11 +399,12 @@ class Coordinator:
         return session_id, room_id, False
 
     async def _stopped(self, session_id: str, room_id: str, disk_full: bool,
-                       reason: str | None) -> None:
+                       reason: str | None, save: bool = True) -> None:
         self.state, _ = sessions.location_stopped(self.state, session_id, room_id, disk_full,
                                                   reason)
         await self.db.update_session_location(session_id, room_id, state="stopped")
-        await self._save_session_state(session_id)
+        if save:
+            await self._save_session_state(session_id)
         s = self.state.sessions.get(session_id)
         if s is not None and not s.active and reason is not None:
             # Ended on the room (button, disk full): named by the rules, no Save step.
