@@ -364,3 +364,53 @@ async def test_unsynchronised_clock_is_refused_unless_allowed_and_sorting(
     assert [x["name"] for x in by_status] == ["Beta", "Alpha"]  # recording first
     await central.call("GET", "/locations?sort=size", admin, status=422)
     await central.call("POST", f"/sessions/{s['id']}/stop", admin, {"name": "Sorted"})
+
+
+async def test_locked_location_can_be_viewed_not_recorded_by_others(
+        make_room: RoomFactory, make_central: CentralFactory) -> None:
+    room = await make_room("Sim A")
+    central = await make_central()
+    admin = await central.login(*ADMIN)
+    await central.pair(admin, room)
+    await wait_status(central, admin, room.id, "idle")
+    tara = await central.add_user(admin, "tara", "trainer")
+    otto = await central.add_user(admin, "otto", "trainer")
+    await central.call("POST", f"/locations/{room.id}/lock", tara)
+    loc = await wait_status(central, otto, room.id, "locked")
+    assert loc["locked_by"] == "tara"
+    refused = await central.call("POST", "/sessions", otto, {"room_ids": [room.id]}, 409)
+    assert refused["error"] == "locked" and "tara" in refused["detail"]
+    (s,) = (await central.call("POST", "/sessions", tara, {"room_ids": [room.id]},
+                               201))["sessions"]
+    admin_stop = await central.call("POST", f"/sessions/{s['id']}/stop", admin,
+                                    {"name": "x"}, 403)  # only a Technician force-stops
+    assert admin_stop["error"] == "forbidden"
+    await central.call("POST", f"/sessions/{s['id']}/stop", tara, {"name": "Locked run"})
+
+
+async def test_a_room_that_moves_is_followed_by_its_id(
+        make_room: RoomFactory, make_central: CentralFactory) -> None:
+    problem = loopback_multicast_problem()
+    if problem:
+        pytest.skip(f"no multicast on the loopback interface: {problem}")
+    room = await make_room("Sim A", announce=True)
+    central = await make_central(discover=True)
+    admin = await central.login(*ADMIN)
+    await central.pair(admin, room)
+    old_port = room.service.port
+    await wait_status(central, admin, room.id, "idle")
+    # The box restarts on another port (a new address, for the coordinator).
+    cfg = room.service.config
+    await room.service.stop()
+    moved = EdgeService(cfg, SimPinFactory(), state_every_s=0.05,
+                        clock_sync=lambda: "synchronised")
+    await moved.start()
+    try:
+        assert moved.port != old_port
+        async with asyncio.timeout(20):
+            while central.co.locations.known[room.id].port != moved.port:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        loc = await wait_status(central, admin, room.id, "idle")
+        assert loc["port"] == moved.port and loc["flagged"] is None
+    finally:
+        await moved.stop()
