@@ -374,14 +374,15 @@ class CameraRecorder:
 
     def _on_fixed(self, sp: SourcePacket, fixed: Fixed) -> None:
         tb = self.streams[sp.stream].time_base
-        pts_ns = int(fixed.pts * tb * NS)
+        num, den = tb.numerator * NS, tb.denominator  # integer arithmetic per packet
+        pts_ns = fixed.pts * num // den
         if sp.stream == 0 and (self._arrival_offset_ns is None
                                or sp.arrival_ns < self._offset_learn_until):
             # Map media time to wall time by the earliest-arriving packets (least delay).
             offset = self._clock.wall_at(sp.arrival_ns) - pts_ns
             if self._arrival_offset_ns is None or offset < self._arrival_offset_ns:
                 self._arrival_offset_ns = offset
-        item = Item(_Pkt(sp, fixed, pts_ns), key=sp.key, media_ns=int(fixed.dts * tb * NS),
+        item = Item(_Pkt(sp, fixed, pts_ns), key=sp.key, media_ns=fixed.dts * num // den,
                     size=sp.size)
         self._preroll.append(item)
         rec = self._rec

@@ -172,6 +172,7 @@ class SegmentWriter:
         self._out: dict[int, Stream] = source.add_output_streams(self._container, kept)
         self._time_bases = {i: source.streams[i].time_base for i in kept}
         self._origin: Fraction | None = None  # media time (s) of the first video packet
+        self._shifts: dict[int, int] = {}
         self._video = _VideoCount()
         self._durable = _VideoCount()  # what whole fragments on disk hold
         self.video_tb = source.streams[0].time_base
@@ -199,7 +200,9 @@ class SegmentWriter:
             if stream != 0:
                 return  # a segment starts on video
             self._origin = dts * tb
-        shift = round(self._origin / tb)
+            # Each stream's timestamps move by the same media time, in its own units.
+            self._shifts = {i: round(self._origin / t) for i, t in self._time_bases.items()}
+        shift = self._shifts[stream]
         out_dts = dts - shift
         if out_dts < 0:
             return  # audio from before the first picture

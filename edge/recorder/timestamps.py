@@ -44,6 +44,7 @@ class TimestampFixer(Generic[T]):
             raise ValueError("time base must be positive")
         self._tb = time_base
         self._ticks_per_s = 1 / time_base
+        self._ticks_per_ns = float(self._ticks_per_s) / NS  # a float: this runs per packet
         self._jump = int(jump_s * self._ticks_per_s)
         # A frame's duration, learnt from the stream; 1/30 s until known.
         self._nominal = nominal_duration or max(1, int(self._ticks_per_s / 30))
@@ -107,7 +108,7 @@ class TimestampFixer(Generic[T]):
         rebased = False
         if self._last_in_dts is not None and self._last_arrival_ns is not None:
             delta_in = dts - self._last_in_dts
-            delta_arrival = int((arrival_ns - self._last_arrival_ns) / NS * self._ticks_per_s)
+            delta_arrival = int((arrival_ns - self._last_arrival_ns) * self._ticks_per_ns)
             if delta_in < -self._nominal * 4 or delta_in - delta_arrival > self._jump:
                 # Discontinuity: continue from the last output, as far on as the
                 # arrival times say (at least one frame).
