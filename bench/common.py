@@ -98,7 +98,7 @@ class FileCheck:
     duration_s: float   # the container's duration
     frames: int         # video packets
     missing: int        # frames missing in the video's pts sequence (gaps > 1.5 frames)
-    gaps: int
+    gaps: tuple[tuple[float, int], ...] = ()  # (pts s after the gap, frames missing)
 
 
 def ffprobe_file(path: Path, fps: float) -> FileCheck:
@@ -112,7 +112,7 @@ def ffprobe_file(path: Path, fps: float) -> FileCheck:
     )
     errors = res.stderr.strip()
     if res.returncode != 0:
-        return FileCheck(path, False, errors or f"ffprobe exit {res.returncode}", 0.0, 0, 0, 0)
+        return FileCheck(path, False, errors or f"ffprobe exit {res.returncode}", 0.0, 0, 0)
     info: dict[str, Any] = json.loads(res.stdout or "{}")
     duration = _float(info.get("format", {}).get("duration"))
     if duration is None:
@@ -121,12 +121,10 @@ def ffprobe_file(path: Path, fps: float) -> FileCheck:
     pts = sorted(t for p in info.get("packets", [])
                  if (t := _float(p.get("pts_time"))) is not None)
     frame = 1.0 / fps
-    missing = gaps = 0
-    for a, b in itertools.pairwise(pts):
-        if b - a > 1.5 * frame:
-            gaps += 1
-            missing += round((b - a) / frame) - 1
-    return FileCheck(path, errors == "", errors, duration, len(pts), missing, gaps)
+    gaps = tuple((b, round((b - a) / frame) - 1) for a, b in itertools.pairwise(pts)
+                 if b - a > 1.5 * frame)
+    return FileCheck(path, errors == "", errors, duration, len(pts),
+                     sum(n for _, n in gaps), gaps)
 
 
 def _float(v: object) -> float | None:

@@ -66,6 +66,8 @@ class RunResult:
     exit_codes: list[int]
     steady_cpu_s: float  # CPU seconds of all its processes within the steady window
     steady_stream_s: float  # streams x the window's length
+    cameras_cores: float    # the test cameras' CPU use during the run, in cores
+    others_cores: float     # the rest of the machine's (not us, not the cameras), in cores
 
     @property
     def steady_per_stream_s(self) -> float:
@@ -97,14 +99,36 @@ def machine_ticks() -> tuple[int, int]:
     return total - idle, total
 
 
+def check_files(tool: str, outputs: list[Path] | Path, logs: Path,
+                expected: int) -> list[FileCheck]:
+    """ffprobe every output file; report missing files, gaps and errors as they are."""
+    files = (sorted(outputs.glob("*/*.mp4")) if isinstance(outputs, Path)
+             else [p for p in outputs if p.exists()])
+    checks = [ffprobe_file(p, FPS) for p in files]
+    if len(files) < expected:
+        print(f"  {tool}: only {len(files)} of {expected} files written", file=sys.stderr)
+    for f in checks:
+        if f.gaps:
+            print(f"  {tool}: {f.path.relative_to(logs)}: frames missing before "
+                  + ", ".join(f"{t:.2f} s ({n})" for t, n in f.gaps), flush=True)
+        if not f.ok:
+            print(f"  {tool}: {f.path} does not read cleanly: {f.errors[:300]}",
+                  file=sys.stderr)
+    return checks
+
+
 def run_tool(tool: str, cmds: list[list[str]], logs: Path, seconds: float,
-             outputs: list[Path] | Path, expected: int) -> RunResult:
+             outputs: list[Path] | Path, cams: list[RtspCamera]) -> RunResult:
     """Start the commands at once, wait for all, reap each with its rusage.
 
     Also samples the children's CPU time from /proc at 30% and 80% of the run, a steady
     window that leaves start-up (imports, connecting, probing) out.
     """
+    expected = len(cams)
+    cams0 = sum(proc_cpu_s(c.pid) or 0.0 for c in cams)
+    self0 = time.process_time()
     busy0, total0 = machine_ticks()
+    t_start = time.monotonic()
     children: list[Child] = []
     steady_cpu = steady_stream = 0.0
     try:
@@ -128,26 +152,25 @@ def run_tool(tool: str, cmds: list[list[str]], logs: Path, seconds: float,
     finally:
         usages = [c.stop() for c in children]
     busy1, total1 = machine_ticks()
+    wall = time.monotonic() - t_start
+    cams_cpu = sum(proc_cpu_s(c.pid) or 0.0 for c in cams) - cams0
+    own_cpu = sum(u.cpu_s for u in usages)
+    # Everything else the machine did meanwhile (other users' work), in cores.
+    others = ((busy1 - busy0) / os.sysconf("SC_CLK_TCK") - own_cpu - cams_cpu
+              - (time.process_time() - self0)) / wall
     for c, u in zip(children, usages, strict=True):
         if u.returncode != 0:
             print(f"  {tool}: pid {c.pid} exited {u.returncode}: {c.stderr_tail(5)}",
                   file=sys.stderr)
-    files = (sorted(outputs.glob("*/*.mp4")) if isinstance(outputs, Path)
-             else [p for p in outputs if p.exists()])
-    checks = [ffprobe_file(p, FPS) for p in files]
-    if len(files) < expected:
-        print(f"  {tool}: only {len(files)} of {expected} files written", file=sys.stderr)
-    for f in checks:
-        if not f.ok:
-            print(f"  {tool}: {f.path} does not read cleanly: {f.errors[:300]}",
-                  file=sys.stderr)
+    checks = check_files(tool, outputs, logs, expected)
     return RunResult(
         tool=tool,
-        cpu_s=sum(u.cpu_s for u in usages), maxrss_b=sum(u.maxrss_b for u in usages),
+        cpu_s=own_cpu, maxrss_b=sum(u.maxrss_b for u in usages),
         wall_s=max(u.wall_s for u in usages), files=checks,
         busy=(busy1 - busy0) / max(1, total1 - total0),
         exit_codes=[u.returncode for u in usages],
         steady_cpu_s=steady_cpu, steady_stream_s=steady_stream,
+        cameras_cores=cams_cpu / wall, others_cores=max(0.0, others),
     )
 
 
@@ -162,10 +185,24 @@ class Row:
     n: int
     ours: RunResult
     peer: RunResult
-    camera_skipped: int
+    skips_ours: int    # frames the cameras skipped (late) during our run
+    skips_peer: int    # and during ffmpeg's
+
+
+def skips_and_restart(cams: list[RtspCamera]) -> int:
+    """Stop the cameras, count the frames they skipped, start them again at the same URLs."""
+    skipped = 0
+    for cam in cams:
+        cam.stop()
+        skipped += camera_skips(cam)
+    for cam in cams:
+        cam.restart()
+    return skipped
 
 
 def bench_count(n: int, clip: Path, work: Path, seconds: float) -> Row:
+    """Ours, then ffmpeg, on the same N cameras (restarted in between at the same URLs, so
+    the frames they skip for being late are counted per run)."""
     d = work / f"n{n}"
     d.mkdir(parents=True)
     cams: list[RtspCamera] = []
@@ -176,17 +213,17 @@ def bench_count(n: int, clip: Path, work: Path, seconds: float) -> Row:
             cam.start()
         urls = [c.url for c in cams]
         ours = run_tool("ours", [ours_cmd(urls, d / "ours", seconds)], d, seconds, d / "ours",
-                        n)
-        time.sleep(2)  # the cameras' media are torn down and made anew for the next client
+                        cams)
+        ours_skips = skips_and_restart(cams)
         (d / "ffmpeg").mkdir()
         outs = [d / "ffmpeg" / f"cam{i + 1}.mp4" for i in range(n)]
         peer = run_tool("ffmpeg", [peer_cmd(u, o, seconds) for u, o in zip(urls, outs,
                                                                             strict=True)],
-                        d, seconds, outs, n)
+                        d, seconds, outs, cams)
     finally:
         for cam in cams:
             cam.stop()
-    return Row(n, ours, peer, sum(camera_skips(c) for c in cams))
+    return Row(n, ours, peer, ours_skips, sum(camera_skips(c) for c in cams))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {r.tool:6s}: {r.cpu_s:6.2f} CPU s for {r.stream_s:7.1f} stream-s in "
                       f"{len(r.files)} file(s), wall {r.wall_s:5.1f} s, peak RSS "
                       f"{r.maxrss_b / MIB:6.1f} MiB, {r.missing} frames missing, machine "
-                      f"busy {r.busy:.0%}, exit {sorted(set(r.exit_codes))}", flush=True)
+                      f"busy {r.busy:.0%} (others {r.others_cores:.2f} cores), exit "
+                      f"{sorted(set(r.exit_codes))}", flush=True)
 
     header = ["streams", "ours CPU s/stream-s", "ffmpeg CPU s/stream-s", "ours/ffmpeg",
               "ours RSS MiB", "ffmpeg RSS MiB (sum)", "frames lost ours/ffmpeg"]
@@ -243,19 +281,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Goal: ours/ffmpeg <= 1.00, ours RSS <= 150 MiB at 8 cameras, 0 frames lost.")
 
     header2 = ["streams", "steady ours", "steady ffmpeg", "steady ours/ffmpeg",
-               "files play ours/ffmpeg", "stream-s ours/ffmpeg", "machine busy ours/ffmpeg",
-               "camera skips"]
+               "files play ours/ffmpeg", "stream-s ours/ffmpeg", "cameras cores",
+               "others cores", "camera skips"]
     table2 = [[
         str(r.n), f"{r.ours.steady_per_stream_s:.4f}", f"{r.peer.steady_per_stream_s:.4f}",
         f"{r.ours.steady_per_stream_s / r.peer.steady_per_stream_s:.2f}",
         f"{r.ours.plays}/{len(r.ours.files)} {r.peer.plays}/{len(r.peer.files)}",
         f"{r.ours.stream_s:.1f}/{r.peer.stream_s:.1f}",
-        f"{r.ours.busy:.0%}/{r.peer.busy:.0%}", str(r.camera_skipped),
+        f"{r.ours.cameras_cores:.2f}/{r.peer.cameras_cores:.2f}",
+        f"{r.ours.others_cores:.2f}/{r.peer.others_cores:.2f}",
+        f"{r.skips_ours}/{r.skips_peer}",
     ] for r in rows]
-    print("\nDetails. steady: CPU s per stream-second between /proc samples at 30% and 80% "
-          "of the run (start-up left out).\nmachine busy: all CPUs, cameras included "
-          "(100% = every core saturated). camera skips: frames the test cameras\nthemselves "
-          "dropped for being late (both runs together).")
+    print("\nDetails, each column ours/ffmpeg. steady: CPU s per stream-second between /proc "
+          "samples at 30% and 80%\nof the run (start-up left out). cameras cores: the test "
+          "cameras' CPU use during the run, in cores.\nothers cores: the rest of the "
+          "machine's CPU use (other work, not ours, not the cameras), in cores: noise\nwhen "
+          "well above 0. camera skips: frames the test cameras dropped for being late "
+          "(each can cost\nup to a keyframe interval, 30 frames, in the recording, whatever "
+          "the recorder).")
     print(fmt_table(header2, table2))
     if not rows:
         return 1
