@@ -13,9 +13,10 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
@@ -101,9 +102,8 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -128,10 +128,11 @@ class Coordinator:
             self._group_naming[gid] = naming.GroupNaming(
                 s.name_default, s.name_number, self.naming.edit_before_save) \
                 if s.name_default else naming.GroupNaming(editable=True)
+        by_id = {s.id: s for s in restored}
         self.state = sessions.State(
-            locations=self.state.locations,
-            sessions={s.id: s for s in restored},
-            groups={g: sessions.Group(g, restored[0].kind, restored[0].started_by, tuple(ids))
+            locations=self.state.locations, sessions=by_id,
+            groups={g: sessions.Group(g, by_id[ids[0]].kind, by_id[ids[0]].started_by,
+                                      tuple(ids))
                     for g, ids in groups.items()})
 
     # --- locations ---
@@ -460,4 +461,4 @@ def _raise(out: object) -> object:
     return out
 
 
-__all__ = ["Actor", "Coordinator", "Refusal", "replace"]
+__all__ = ["Actor", "Coordinator", "Refusal"]
