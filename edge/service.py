@@ -179,24 +179,26 @@ class EdgeService:
 
     # --- the panel: button and LED ---
 
-    def panel_state(self) -> PanelState:
-        state = self.room_state()
+    def panel_state(self, errors: list[str] | None = None) -> PanelState:
+        errors = self.errors() if errors is None else errors
+        state = self.room_state(errors)
         return PanelState(recording=self.room.recording is not None,
                           transitioning=state in ("starting", "stopping")
                           or self.pairing_pending(),
-                          error=bool(self.errors()), unsafe=self.unsafe())
+                          error=bool(errors), unsafe=self.unsafe())
 
     async def _watch_state(self) -> None:
         while True:
             try:
-                panel = self.panel_state()
+                errors = self.errors()  # statvfs and adjtimex: once a tick
+                panel = self.panel_state(errors)
                 if self.led is not None:
                     self.led.show(panel)
                     self.led.set_tally(panel.recording)
-                state = self.room_state()
+                state = self.room_state(errors)
                 if state != self._state:
                     self._state = state
-                    self._publish("room_state", state=state, errors=self.errors())
+                    self._publish("room_state", state=state, errors=errors)
                     self._state_changed.set()
             except Exception:
                 log.exception("state check failed")
@@ -301,7 +303,7 @@ class EdgeService:
 
     # --- status ---
 
-    def room_state(self) -> c.RoomState:
+    def room_state(self, errors: list[str] | None = None) -> c.RoomState:
         if self._transition is not None:
             return self._transition
         m = self.room.recording
@@ -309,7 +311,7 @@ class EdgeService:
             if any(cam.state == "waiting" for cam in m.cameras.values()):
                 return "starting"
             return "recording"
-        if self.errors():
+        if self.errors() if errors is None else errors:
             return "error"
         return "idle"
 

@@ -23,8 +23,11 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TypeVar
 
 from edge.errors import EdgeError
+
+P = TypeVar("P", "InputPin", "OutputPin")
 
 log = logging.getLogger(__name__)
 
@@ -167,22 +170,18 @@ class PinFactory(ABC):
     def input(self, bcm: int, pull_up: bool = True, *, label: str | None = None) -> InputPin:
         """An input; with pull_up (the default) it reads high until a switch pulls it to
         ground."""
-        self._claim(bcm, "input", label)
-        try:
-            pin = self._make_input(bcm, pull_up)
-            pin.label = label
-        except BaseException:
-            self._forget(bcm)
-            raise
-        with self._lock:
-            self._pins[bcm] = pin
-        return pin
+        return self._register(bcm, "input", label, lambda: self._make_input(bcm, pull_up))
 
     def output(self, bcm: int, active_high: bool = True, *, label: str | None = None) -> OutputPin:
         """An output, off to begin with."""
-        self._claim(bcm, "output", label)
+        return self._register(bcm, "output", label,
+                              lambda: self._make_output(bcm, active_high))
+
+    def _register(self, bcm: int, kind: str, label: str | None, make: Callable[[], P]) -> P:
+        """Claim the pin, let the backend make it, and keep it (released if making fails)."""
+        self._claim(bcm, kind, label)
         try:
-            pin = self._make_output(bcm, active_high)
+            pin = make()
             pin.label = label
         except BaseException:
             self._forget(bcm)
