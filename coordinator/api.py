@@ -3,28 +3,39 @@
 Login gives a session cookie (HttpOnly, SameSite=Lax, Secure unless turned off for a
 plain-HTTP LAN); API clients may send the same token as `Authorization: Bearer`.
 Logging out never stops a recording.
+
+Recorded media is served through the coordinator: a session's segment files stream from
+the rooms chunk by chunk, with Range requests passed on, so a browser can play them
+(`<video src>`, authenticated by the cookie) and seek in them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from coordinator import db as store
+from coordinator import media, naming
 from coordinator import models as m
 from coordinator import users as accounts
-from coordinator.edges import EdgeError
+from coordinator.edges import EdgeError, EdgeRefused
 from coordinator.service import Actor, Coordinator, Refusal
 from edge import contract as c
 from edge.api import Route, error_response, openapi
 from edge.eventhub import stream
 
+log = logging.getLogger(__name__)
+
 P = c.API_PREFIX
 COOKIE = "roomrec_session"
+UNNAMED: Final = "Unnamed session"
+SNAPSHOT_TIMEOUT_S: Final = 8.0  # a room waits up to 5 s for a fresh keyframe
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ACTOR = web.RequestKey("actor", Actor)
@@ -53,6 +64,33 @@ def user_out(u: store.User) -> m.UserOut:
                      role=u.role.value, active=u.active)
 
 
+def me_out(u: store.User) -> m.MeOut:
+    return m.MeOut(**user_out(u).model_dump(),
+                   permissions=[p.value for p in accounts.Permission if accounts.may(u.role, p)])
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for saving as `filename`, with an ASCII fallback."""
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def from_room(e: EdgeRefused) -> Exception:
+    """What a room's refusal means to our client: its 404 and 409 are ours too."""
+    if e.status == 404:
+        return store.NotFound(e.detail)
+    if e.status == 409:
+        return Refusal("not_ready", e.detail)
+    return e
+
+
+def _list_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["list_id"])
+    except ValueError:
+        raise store.NotFound(f"no codes list {request.match_info['list_id']!r}") from None
+
+
 def _token(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
@@ -73,21 +111,32 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
             raise Refusal("forbidden", f"a {a.role.value.capitalize()} may not {what}")
         return a
 
+    def room_name(room_id: str) -> str:
+        loc = co.locations.known.get(room_id)
+        return loc.display_name if loc is not None else room_id
+
     async def session_out(s: store.Session) -> m.SessionOut:
         starter = await co.db.get_user(s.started_by) if s.started_by else None
         pure = co.state.sessions.get(s.id)
         proposal = None
         if s.name_default and s.name_number:
             proposal = f"{s.name_default} {s.name_number}"
+        duration = None
+        if s.stopped_utc is not None and not co.session_running(s):
+            duration = max(0.0, (s.stopped_utc - s.start_at_utc).total_seconds())
         return m.SessionOut(
             id=s.id, group_id=s.group_id, kind=s.kind, name=s.name, proposal=proposal,
+            name_display=s.name or proposal or UNNAMED,
             started_by=starter.username if starter else (pure.started_by if pure else None),
+            started_by_display=starter.display_name if starter else None,
             start_at_utc=s.start_at_utc, state=s.state, partial_reason=s.partial_reason,
             stopped_utc=s.stopped_utc, spread_s=s.spread_s, codes_list_id=s.codes_list_id,
             locations=[m.SessionLocationOut(room_id=sl.room_id, state=sl.state,
                                             recording_id=sl.recording_id,
                                             first_frames=dict(sl.first_frames),
-                                            failure=sl.failure) for sl in s.locations])
+                                            failure=sl.failure) for sl in s.locations],
+            duration_s=duration, room_names={sl.room_id: room_name(sl.room_id)
+                                             for sl in s.locations})
 
     def location_out(room_id: str) -> m.LocationOut:
         loc = co.locations.known[room_id]
@@ -97,14 +146,17 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         recording_by = active.started_by if active else (
             st.recording.started_by if st and st.recording else None)
         return m.LocationOut(
-            room_id=room_id, name=loc.name, status=co.location_status(loc),  # type: ignore[arg-type]
+            room_id=room_id, name=loc.display_name,
+            status=co.location_status(loc),  # type: ignore[arg-type]  # one of LocationState
             online=loc.online, flagged=loc.flagged, recording_by=recording_by,
             session_id=active.id if active else None,
             locked_by=pure.locked_by if pure else None,
             cameras_online=sum(1 for cam in st.cameras if cam.state == "online") if st else 0,
             cameras=len(st.cameras) if st else 0,
             runway_minutes=st.disk.runway_minutes if st else None,
-            clock=st.clock if st else None, host=loc.host, port=loc.port)
+            clock=st.clock if st else None, host=loc.host, port=loc.port,
+            camera_list=[m.CameraOut(name=cam.name, state=cam.state)
+                         for cam in (st.cameras if st else [])])
 
     # --- handlers ---
 
@@ -134,7 +186,7 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
     async def me(request: web.Request) -> web.StreamResponse:
         user = await co.db.get_user(actor_of(request).user_id)
         assert user is not None
-        return ok(user_out(user))
+        return ok(me_out(user))
 
     async def list_users(request: web.Request) -> web.StreamResponse:
         need(request, accounts.may_manage_users(actor_of(request).role), "manage users")
@@ -212,6 +264,28 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         await co.unlock(actor_of(request), request.match_info["room_id"])
         return ok(location_out(request.match_info["room_id"]))
 
+    async def rename_location(request: web.Request) -> web.StreamResponse:
+        need(request, accounts.may_manage_locations(actor_of(request).role),
+             "rename locations")
+        body = await read(request, m.LocationChange)
+        loc = await co.rename_location(request.match_info["room_id"], body.name)
+        return ok(location_out(loc.room_id))
+
+    async def snapshot(request: web.Request) -> web.StreamResponse:
+        room_id, camera = request.match_info["room_id"], request.match_info["camera"]
+        client = co.room_client(room_id, SNAPSHOT_TIMEOUT_S)
+        st = co.locations.known[room_id].status
+        if st is not None and camera not in {cam.name for cam in st.cameras}:
+            raise store.NotFound(f"{room_name(room_id)} has no camera {camera!r}")
+        try:
+            jpeg = await client.snapshot(camera)
+        except EdgeRefused as e:
+            if e.status == 404:
+                raise store.NotFound(e.detail) from None
+            raise
+        return web.Response(body=jpeg, content_type="image/jpeg",
+                            headers={"Cache-Control": "no-store"})
+
     async def start(request: web.Request) -> web.StreamResponse:
         body = await read(request, m.StartSessions)
         started = await co.start_sessions(actor_of(request), body.room_ids, body.kind,
@@ -229,10 +303,74 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         return ok(m.SessionList(sessions=[await session_out(s) for s in rows]))
 
     async def get_session(request: web.Request) -> web.StreamResponse:
-        s = await co.db.get_session(request.match_info["session_id"])
-        if s is None:
-            raise store.NotFound(f"no session {request.match_info['session_id']}")
+        return ok(await session_out(await co.visible_session(request.match_info["session_id"])))
+
+    async def rename_session(request: web.Request) -> web.StreamResponse:
+        body = await read(request, m.SessionChange)
+        s = await co.rename_session(actor_of(request), request.match_info["session_id"],
+                                    body.name)
         return ok(await session_out(s))
+
+    async def delete_session(request: web.Request) -> web.StreamResponse:
+        await co.delete_session(actor_of(request), request.match_info["session_id"])
+        return web.Response(status=204)
+
+    async def session_media(request: web.Request) -> web.StreamResponse:
+        s = await co.visible_session(request.match_info["session_id"])
+        manifests = await co.recording_manifests(s)
+        cameras: dict[str, list[str]] = {}
+        for sl in s.locations:
+            loc = co.locations.known.get(sl.room_id)
+            st = loc.status if loc is not None else None
+            cameras[sl.room_id] = sorted(sl.first_frames) or (
+                [cam.name for cam in st.cameras] if st is not None else [])
+        return ok(media.session_media(s, manifests, {sl.room_id: room_name(sl.room_id)
+                                                     for sl in s.locations}, cameras))
+
+    async def segment(request: web.Request) -> web.StreamResponse:
+        sid, room_id = request.match_info["session_id"], request.match_info["room_id"]
+        segment_id = request.match_info["segment_id"]
+        s = await co.visible_session(sid)
+        sl = next((x for x in s.locations if x.room_id == room_id), None)
+        if sl is None or sl.recording_id is None:
+            raise store.NotFound(f"session {sid} recorded nothing at {room_id}")
+        client = co.room_client(room_id)
+        try:
+            found = media.find_segment(await client.manifest(sl.recording_id), segment_id)
+            if found is None:
+                raise store.NotFound(f"segment {segment_id} is not one of session {sid}'s "
+                                     f"at {room_name(room_id)}")
+            camera, seg = found
+            async with client.segment(segment_id, request.headers.get("Range"),
+                                      request.headers.get("If-Range")) as up:
+                if up.status == 416:
+                    refused = error_response(416, "range_not_satisfiable",
+                                             "the range asked for is outside the file")
+                    if "Content-Range" in up.headers:
+                        refused.headers["Content-Range"] = up.headers["Content-Range"]
+                    return refused
+                resp = web.StreamResponse(status=up.status, headers={
+                    **up.headers, "Content-Type": "video/mp4", "Cache-Control": "no-store"})
+                if request.query.get("download") == "1":
+                    resp.headers["Content-Disposition"] = attachment(media.download_name(
+                        s, room_name(room_id), camera, seg.index))
+                await resp.prepare(request)
+                try:
+                    async for chunk in up.chunks:
+                        await resp.write(chunk)
+                except ConnectionResetError:
+                    return resp  # the browser went away (it seeks by asking again)
+                except EdgeError as e:
+                    # Mid-file: too late for an error status. Cut the connection, so the
+                    # client sees a short file, never a complete-looking wrong one.
+                    log.warning("segment %s from %s broke off: %s", segment_id, room_id, e)
+                    if request.transport is not None:
+                        request.transport.close()
+                    return resp
+                await resp.write_eof()
+                return resp
+        except EdgeRefused as e:
+            raise from_room(e) from None
 
     async def score(request: web.Request) -> web.StreamResponse:
         body = await read(request, m.ScoreRequest)
@@ -248,6 +386,7 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
     async def choose_codes(request: web.Request) -> web.StreamResponse:
         need(request, accounts.may_record(actor_of(request).role), "choose codes lists")
         body = await read(request, m.ChooseCodesList)
+        await co.visible_session(request.match_info["session_id"])
         s = await co.db.set_session_codes_list(request.match_info["session_id"],
                                                body.codes_list_id)
         return ok(await session_out(s))
@@ -255,8 +394,7 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
     async def export(request: web.Request) -> web.StreamResponse:
         sid = request.match_info["session_id"]
         fmt = request.match_info["fmt"]
-        if await co.db.get_session(sid) is None:
-            raise store.NotFound(f"no session {sid}")
+        await co.visible_session(sid)
         rows = await co.db.export_annotations(sid)
         if fmt == "csv":
             return web.Response(text=store.annotations_csv(rows), content_type="text/csv",
@@ -279,6 +417,41 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
             store.Code(x.key, x.label, x.color) for x in body.codes])
         return ok(codes_out(cl), 201)
 
+    async def replace_codes_list(request: web.Request) -> web.StreamResponse:
+        need(request, accounts.may_manage_locations(actor_of(request).role),
+             "edit codes lists")
+        body = await read(request, m.NewCodesList)
+        cl = await co.db.replace_codes_list(_list_id(request), body.name, [
+            store.Code(x.key, x.label, x.color) for x in body.codes])
+        co.publish("codes_list", list_id=cl.id)
+        return ok(codes_out(cl))
+
+    async def delete_codes_list(request: web.Request) -> web.StreamResponse:
+        need(request, accounts.may_manage_locations(actor_of(request).role),
+             "edit codes lists")
+        list_id = _list_id(request)
+        await co.db.delete_codes_list(list_id)
+        co.publish("codes_list", list_id=list_id, deleted=True)
+        return web.Response(status=204)
+
+    def naming_out() -> m.NamingSettingsBody:
+        return m.NamingSettingsBody(default_name=co.naming.default_name,
+                                    edit_before_save=co.naming.edit_before_save)
+
+    async def get_naming(_: web.Request) -> web.StreamResponse:
+        return ok(naming_out())
+
+    async def put_naming(request: web.Request) -> web.StreamResponse:
+        need(request, accounts.may_manage_locations(actor_of(request).role),
+             "change the naming settings")
+        body = await read(request, m.NamingSettingsBody)
+        try:
+            settings = naming.NamingSettings(body.default_name, body.edit_before_save)
+        except naming.NamingError as e:
+            raise Refusal("name", str(e)) from None
+        await co.set_naming(settings)
+        return ok(naming_out())
+
     async def events(request: web.Request) -> web.StreamResponse:
         return await stream(request, co.events)
 
@@ -287,7 +460,8 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         Route("POST", f"{P}/login", login, "Log in: sets the session cookie",
               request=m.LoginRequest, response=m.LoginResponse, public=True),
         Route("POST", f"{P}/logout", logout, "Log out (recordings go on)"),
-        Route("GET", f"{P}/me", me, "Who is logged in", response=m.UserOut),
+        Route("GET", f"{P}/me", me, "Who is logged in, and what they may do",
+              response=m.MeOut),
         Route("GET", f"{P}/users", list_users, "Users (Administrator, Technician)",
               response=m.UserList),
         Route("POST", f"{P}/users", create_user, "Add a user", request=m.NewUser,
@@ -304,12 +478,29 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
               "it: others can view, not record it", response=m.LocationOut),
         Route("POST", f"{P}/locations/{{room_id}}/unlock", unlock, "Close it again",
               response=m.LocationOut),
+        Route("PATCH", f"{P}/locations/{{room_id}}", rename_location, "Name a location on "
+              "the coordinator (Administrator, Technician)", request=m.LocationChange,
+              response=m.LocationOut),
+        Route("GET", f"{P}/locations/{{room_id}}/cameras/{{camera}}/snapshot", snapshot,
+              "A camera's latest keyframe, from its room", media_type="image/jpeg"),
         Route("POST", f"{P}/sessions", start, "Start single, separate or composite sessions",
               request=m.StartSessions, response=m.SessionList, status=201),
         Route("GET", f"{P}/sessions", list_sessions, "Sessions, newest first",
               response=m.SessionList),
         Route("GET", f"{P}/sessions/{{session_id}}", get_session, "One session",
               response=m.SessionOut),
+        Route("PATCH", f"{P}/sessions/{{session_id}}", rename_session, "Rename a session "
+              "that has stopped (its starter, a Technician or an Administrator)",
+              request=m.SessionChange, response=m.SessionOut),
+        Route("DELETE", f"{P}/sessions/{{session_id}}", delete_session, "Delete a session "
+              "that has stopped (Technician, Administrator); its recordings are kept",
+              status=204),
+        Route("GET", f"{P}/sessions/{{session_id}}/media", session_media, "What the session "
+              "recorded: a track per camera, its segments and gaps",
+              response=m.SessionMedia),
+        Route("GET", f"{P}/sessions/{{session_id}}/segments/{{room_id}}/{{segment_id}}",
+              segment, "A segment file from its room (Range supported; ?download=1 to save "
+              "it)", media_type="video/mp4"),
         Route("POST", f"{P}/sessions/{{session_id}}/stop", stop, "Stop the session and its "
               "group (the starter or a Technician), naming it", request=m.StopSession,
               response=m.SessionList),
@@ -325,6 +516,15 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         Route("GET", f"{P}/codes-lists", codes_lists, "Codes lists", response=m.CodesLists),
         Route("POST", f"{P}/codes-lists", new_codes_list, "A new codes list",
               request=m.NewCodesList, response=m.CodesListOut, status=201),
+        Route("PUT", f"{P}/codes-lists/{{list_id}}", replace_codes_list, "Replace a codes "
+              "list's name and codes", request=m.NewCodesList, response=m.CodesListOut),
+        Route("DELETE", f"{P}/codes-lists/{{list_id}}", delete_codes_list, "Delete a codes "
+              "list no session uses", status=204),
+        Route("GET", f"{P}/settings/naming", get_naming, "How sessions are named",
+              response=m.NamingSettingsBody),
+        Route("PUT", f"{P}/settings/naming", put_naming, "Change how sessions are named "
+              "(from the next session on)", request=m.NamingSettingsBody,
+              response=m.NamingSettingsBody),
         Route("GET", f"{P}/events", events, "Live events (server-sent events)",
               media_type="text/event-stream"),
     ]

@@ -129,6 +129,7 @@ class Location:
     flagged_reason: str | None
     last_seen_utc: datetime | None
     added_by: int | None
+    given_name: str | None = None  # named on the coordinator: wins over the room's own name
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,8 @@ class Session:
     codes_list_id: int | None
     created_utc: datetime
     locations: tuple[SessionLocation, ...]
+    deleted_utc: datetime | None = None  # deleted (hidden); its recordings are kept
+    deleted_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,7 @@ def _user(row: sqlite3.Row) -> User:
 def _location(row: sqlite3.Row) -> Location:
     return Location(row["room_id"], row["name"], row["host"], row["port"], row["api_path"],
                     row["version"], bool(row["paired"]), row["flagged_reason"],
-                    _dt_or_none(row["last_seen_utc"]), row["added_by"])
+                    _dt_or_none(row["last_seen_utc"]), row["added_by"], row["given_name"])
 
 
 def _session_location(row: sqlite3.Row) -> SessionLocation:
@@ -297,7 +300,8 @@ def _session(row: sqlite3.Row, locations: Iterable[SessionLocation]) -> Session:
         partial_reason=row["partial_reason"], stopped_by=row["stopped_by"],
         stopped_utc=_dt_or_none(row["stopped_utc"]), spread_s=row["spread_s"],
         codes_list_id=row["codes_list_id"], created_utc=_dt(row["created_utc"]),
-        locations=tuple(locations))
+        locations=tuple(locations), deleted_utc=_dt_or_none(row["deleted_utc"]),
+        deleted_by=row["deleted_by"])
 
 
 def _annotation(row: sqlite3.Row) -> Annotation:
@@ -406,6 +410,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL CHECK (json_valid(value))
         )""",
+    ),
+    (  # 2: a location's name given on the coordinator; sessions deleted softly
+        "ALTER TABLE locations ADD COLUMN given_name TEXT",
+        "ALTER TABLE sessions ADD COLUMN deleted_utc TEXT",
+        "ALTER TABLE sessions ADD COLUMN deleted_by INTEGER REFERENCES users (id)",
     ),
 )
 
@@ -723,13 +732,18 @@ class Database:
             port: int | Unset = UNSET, api_path: str | Unset = UNSET,
             version: str | Unset | None = UNSET,
             last_seen_utc: datetime | Unset | None = UNSET,
-            flagged_reason: str | Unset | None = UNSET) -> Location:
-        """Change what is given (rediscovery: a new address; a flag and its reason)."""
+            flagged_reason: str | Unset | None = UNSET,
+            given_name: str | Unset | None = UNSET) -> Location:
+        """Change what is given (rediscovery: a new address; a flag and its reason).
+        `name` is the room's own name; `given_name` the one given on the coordinator,
+        which wins over it (None: none given)."""
         if name is not UNSET:
             _check_text("a location's name", name, 200)
+        if given_name is not UNSET and given_name is not None:
+            _check_text("a location's name", given_name, 200)
         changes: dict[str, object] = {
             "name": name, "host": host, "port": port, "api_path": api_path,
-            "version": version, "flagged_reason": flagged_reason,
+            "version": version, "flagged_reason": flagged_reason, "given_name": given_name,
             "last_seen_utc": (UNSET if last_seen_utc is UNSET
                               else _ts_or_none(last_seen_utc))}
         return await self.run(lambda c: _update_location(c, room_id, changes))
@@ -823,9 +837,11 @@ class Database:
 
     async def list_sessions(self, *, states: Collection[str] | None = None,
                             group_id: str | None = None, room_id: str | None = None,
-                            limit: int | None = None) -> list[Session]:
-        """Newest first; each filter given narrows the list."""
-        where: list[str] = []
+                            limit: int | None = None,
+                            include_deleted: bool = False) -> list[Session]:
+        """Newest first; each filter given narrows the list. Deleted sessions are left
+        out unless `include_deleted`."""
+        where: list[str] = [] if include_deleted else ["deleted_utc IS NULL"]
         args: list[object] = []
         if states is not None:
             where.append(f"state IN ({', '.join('?' * len(states))})")
@@ -909,6 +925,22 @@ class Database:
         """Forget a session with its locations and annotations; False if unknown."""
         return await self.run(lambda c: c.execute(
             "DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0)
+
+    async def soft_delete_session(self, session_id: str, *, deleted_by: int | None,
+                                  deleted_utc: datetime) -> Session:
+        """Mark a session deleted: `list_sessions` leaves it out from now on, but its row,
+        locations and annotations stay (and so do its recordings, wherever they are).
+        `NotFound` if there is no such session or it is deleted already."""
+        when = _ts(deleted_utc)
+
+        def update(c: sqlite3.Connection) -> Session:
+            if c.execute("UPDATE sessions SET deleted_utc = ?, deleted_by = ? "
+                         "WHERE id = ? AND deleted_utc IS NULL",
+                         (when, deleted_by, session_id)).rowcount == 0:
+                raise NotFound(f"no session {session_id}")
+            return _get_session(c, session_id)
+
+        return await self.run(update)
 
     async def set_session_codes_list(self, session_id: str, list_id: int | None) -> Session:
         """Choose the session's codes list (None: none). `CodesListLocked` once the
@@ -997,12 +1029,40 @@ class Database:
 
         return await self.run(delete)
 
+    async def replace_codes_list(self, list_id: int, name: str,
+                                 codes: Iterable[Code]) -> CodesList:
+        """Give the list this name and exactly these codes, in one transaction. Scores
+        already made keep the label they were made with. `Conflict` if another list has
+        the name (any letter case), `Invalid` if a key repeats."""
+        _check_text("a codes list's name", name, 200)
+        codes = tuple(codes)
+        keys = [k.key for k in codes]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise Invalid(f"each key is used once in a codes list: {', '.join(repeated)} "
+                          "repeated")
+
+        def replace(c: sqlite3.Connection) -> CodesList:
+            if not _exists(c, "codes_lists", "id", list_id):
+                raise NotFound(f"no codes list {list_id}")
+            if c.execute("SELECT 1 FROM codes_lists WHERE name = ? COLLATE NOCASE "
+                         "AND id != ?", (name, list_id)).fetchone():
+                raise Conflict(f"a codes list named {name!r} exists already")
+            c.execute("UPDATE codes_lists SET name = ? WHERE id = ?", (name, list_id))
+            c.execute("DELETE FROM codes WHERE list_id = ?", (list_id,))
+            c.executemany("INSERT INTO codes VALUES (?, ?, ?, ?)",
+                          [(list_id, k.key, k.label, k.color) for k in codes])
+            return _get_codes_list(c, list_id)
+
+        return await self.run(replace)
+
     async def delete_codes_list(self, list_id: int) -> None:
         """`Conflict` while a session uses it."""
         def delete(c: sqlite3.Connection) -> None:
             if c.execute("SELECT 1 FROM sessions WHERE codes_list_id = ? LIMIT 1",
                          (list_id,)).fetchone():
-                raise Conflict(f"codes list {list_id} is used by sessions")
+                raise Conflict(f"codes list {list_id} is used by sessions (deleted ones "
+                               "included): it cannot be deleted")
             if c.execute("DELETE FROM codes_lists WHERE id = ?", (list_id,)).rowcount == 0:
                 raise NotFound(f"no codes list {list_id}")
 

@@ -6,9 +6,12 @@ the one it was paired as is refused (`IdentityMismatch`) and must never be comma
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
@@ -16,6 +19,16 @@ from pydantic import BaseModel, ValidationError
 from edge import contract as c
 
 M = TypeVar("M", bound=BaseModel)
+
+SEGMENT_CHUNK: Final = 64 * 1024
+"""Bytes of a segment file passed on at a time: a file is never held whole in memory."""
+
+SEGMENT_READ_S: Final = 30.0
+"""How long a segment download may wait for the next bytes from the room."""
+
+SEGMENT_HEADERS: Final = ("Content-Range", "Content-Length", "Accept-Ranges", "ETag",
+                          "Last-Modified", "X-Content-SHA256", "Repr-Digest")
+"""What a segment's response from the room says that a client of ours needs too."""
 
 
 class EdgeError(Exception):
@@ -40,6 +53,25 @@ class IdentityMismatch(EdgeError):
     """The box at this address is not the room it was paired as."""
 
 
+def _refused(status: int, text: str) -> EdgeRefused:
+    try:
+        err = c.ErrorBody.model_validate_json(text)
+    except ValidationError:
+        return EdgeRefused(status, "http_error", text[:200])
+    return EdgeRefused(status, err.error, err.detail)
+
+
+@dataclass(frozen=True)
+class SegmentStream:
+    """A segment file as the room sends it: status 200, 206 (a Range) or 416 (a Range
+    outside the file), the headers of `SEGMENT_HEADERS` it sent, and the body in chunks
+    of at most `SEGMENT_CHUNK` bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    chunks: AsyncGenerator[bytes, None]
+
+
 class EdgeClient:
     def __init__(self, http: aiohttp.ClientSession, host: str, port: int, room_id: str,
                  secret: str | None = None, api: str = c.API_PREFIX,
@@ -62,11 +94,7 @@ class EdgeClient:
                     timeout=timeout or self._timeout) as r:
                 text = await r.text()
                 if r.status >= 400:
-                    try:
-                        err = c.ErrorBody.model_validate_json(text)
-                        raise EdgeRefused(r.status, err.error, err.detail)
-                    except ValidationError:
-                        raise EdgeRefused(r.status, "http_error", text[:200]) from None
+                    raise _refused(r.status, text)
                 return json.loads(text) if text else None
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise EdgeUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
@@ -125,13 +153,52 @@ class EdgeClient:
 
     async def snapshot(self, camera: str) -> bytes:
         try:
-            async with self._http.get(f"{self.base}/cameras/{camera}/snapshot",
+            async with self._http.get(f"{self.base}/cameras/{quote(camera, safe='')}/snapshot",
                                       headers=self._headers(), timeout=self._timeout) as r:
                 if r.status >= 400:
-                    raise EdgeRefused(r.status, "snapshot", (await r.text())[:200])
+                    raise _refused(r.status, await r.text())
                 return await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise EdgeUnavailable(f"{self.base}: {e}") from e
+
+    @contextlib.asynccontextmanager
+    async def segment(self, segment_id: str, range_: str | None = None,
+                      if_range: str | None = None) -> AsyncIterator[SegmentStream]:
+        """A segment file, streamed: ``async with client.segment(id, "bytes=0-") as s:``
+        then ``async for chunk in s.chunks``. `range_` and `if_range` are sent as the
+        Range and If-Range headers. `EdgeRefused` for an error status other than 416;
+        `EdgeUnavailable` if the room does not answer, or stops answering mid-file."""
+        headers = self._headers()
+        if range_:
+            headers["Range"] = range_
+        if if_range:
+            headers["If-Range"] = if_range
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total,
+                                        sock_read=SEGMENT_READ_S)
+        url = f"{self.base}/segments/{quote(segment_id, safe='')}"
+        try:
+            r = await self._http.get(url, headers=headers, timeout=timeout)
+            if r.status >= 400 and r.status != 416:
+                try:
+                    raise _refused(r.status, await r.text())
+                finally:
+                    r.release()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise EdgeUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
+        chunks = self._chunks(r)
+        try:
+            yield SegmentStream(r.status, {h: r.headers[h] for h in SEGMENT_HEADERS
+                                           if h in r.headers}, chunks)
+        finally:
+            await chunks.aclose()
+            r.release()
+
+    async def _chunks(self, r: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in r.content.iter_chunked(SEGMENT_CHUNK):
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise EdgeUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
 
     async def events(self) -> AsyncIterator[c.Event]:
         """The box's live events, until the connection ends."""

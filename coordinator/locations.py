@@ -29,6 +29,9 @@ LocationStatus = str  # "idle", "recording", "locked", "offline", "error"
 
 @dataclass
 class Location:
+    """`name` is what the room calls itself (its status, its announcement);
+    `given_name` the name given on the coordinator, which wins (`display_name`)."""
+
     room_id: str
     name: str
     host: str
@@ -40,10 +43,15 @@ class Location:
     status: c.Status | None = None
     last_seen: float = 0.0          # monotonic
     online: bool = False
+    given_name: str | None = None
 
     @property
     def paired(self) -> bool:
         return self.secret is not None
+
+    @property
+    def display_name(self) -> str:
+        return self.given_name or self.name or self.room_id
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ class UserOut(Body):
     active: bool
 
 
+class MeOut(UserOut):
+    permissions: list[str] = Field(description="what the user's role may do (values of "
+                                               "coordinator.users.Permission)")
+
+
 class LoginResponse(Body):
     user: UserOut
     token: str = Field(description="also set as the session cookie; or send it as Bearer")
@@ -51,6 +56,11 @@ class UserList(Body):
     users: list[UserOut]
 
 
+class CameraOut(Body):
+    name: str
+    state: str
+
+
 class LocationOut(Body):
     room_id: str
     name: str
@@ -66,6 +76,14 @@ class LocationOut(Body):
     clock: str | None = None
     host: str
     port: int
+    camera_list: list[CameraOut] = Field(default=[], description="the cameras as the room "
+                                                                 "last reported them")
+
+
+class LocationChange(Body):
+    name: str = Field(min_length=1, max_length=100,
+                      description="the location's name on the coordinator; it wins over "
+                                  "the room's own name")
 
 
 class LocationList(Body):
@@ -119,7 +137,11 @@ class SessionOut(Body):
     kind: str
     name: str | None
     proposal: str | None = None
+    name_display: str = Field(description="the name, else the proposal, else "
+                                          "'Unnamed session'")
     started_by: str | None
+    started_by_display: str | None = Field(default=None,
+                                           description="the starter's display name")
     start_at_utc: datetime
     state: str
     partial_reason: str | None = None
@@ -127,10 +149,65 @@ class SessionOut(Body):
     spread_s: float | None = None
     codes_list_id: int | None = None
     locations: list[SessionLocationOut]
+    duration_s: float | None = Field(default=None, description="from the synchronized "
+                                     "start to the stop; null while running")
+    room_names: dict[str, str] = Field(default={}, description="room id: the location's "
+                                       "name now")
+    gathering: Literal["on_rooms", "gathering", "verified"] = Field(
+        default="on_rooms", description="where the recording is: on the rooms only, being "
+                                        "gathered, or verified on central storage")
+    gathered_bytes: int | None = None
+    total_bytes: int | None = None
 
 
 class SessionList(Body):
     sessions: list[SessionOut]
+
+
+class SessionChange(Body):
+    name: str = Field(description="the session's new name, kept as typed (trimmed)")
+
+
+class MediaSegment(Body):
+    segment_id: str
+    part: int = Field(description="the segment's number in its camera's recording, from 1")
+    first_frame_utc: datetime | None = None
+    duration_s: float | None = None
+    size: int = Field(description="bytes; 0 while unknown")
+    complete: bool
+    sha256: str | None = None
+    url: str = Field(description="the file through the coordinator (Range supported; "
+                                 "?download=1 to save it)")
+
+
+class MediaGap(Body):
+    start_utc: datetime
+    end_utc: datetime | None = None
+
+
+class Track(Body):
+    room_id: str
+    room_name: str
+    camera: str
+    available: bool
+    reason: str | None = Field(default=None, description="why the track is not available")
+    segments: list[MediaSegment] = []
+    gaps: list[MediaGap] = []
+
+
+class SessionMedia(Body):
+    session_id: str
+    name: str | None
+    origin_utc: datetime | None = Field(description="the earliest first frame of any track")
+    duration_s: float = Field(description="from the origin to the latest end of a track")
+    tracks: list[Track]
+
+
+class NamingSettingsBody(Body):
+    default_name: str | None = Field(description="sessions are named this plus a number; "
+                                                 "null: each is named when it stops")
+    edit_before_save: bool = Field(description="the proposed name may be changed when "
+                                               "stopping")
 
 
 class ScoreRequest(Body):

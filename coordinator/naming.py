@@ -189,6 +189,12 @@ def final_name(naming: GroupNaming, given: str | None, disk_full: bool = False) 
     return mark_disk_full(name) if disk_full else name
 
 
+def check_name(name: str) -> str:
+    """A name typed for a session (when it is renamed later): trimmed, or NamingError
+    saying what is wrong (blank, too long, control characters)."""
+    return _check_typed(name, "the session name", MAX_NAME_CHARS)
+
+
 def mark_disk_full(name: str) -> str:
     """`name` with DISK_FULL_SUFFIX, added once."""
     return name if name.endswith(DISK_FULL_SUFFIX) else name + DISK_FULL_SUFFIX

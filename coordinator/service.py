@@ -25,7 +25,7 @@ from coordinator import users as accounts
 from coordinator.config import CoordinatorConfig
 from coordinator.db import Database, NewSession, Role
 from coordinator.db import Session as StoredSession
-from coordinator.edges import EdgeError, EdgeRefused
+from coordinator.edges import EdgeClient, EdgeError, EdgeRefused
 from coordinator.locations import Location, Locations
 from edge import contract as c
 from edge.eventhub import EventHub
@@ -33,6 +33,8 @@ from edge.eventhub import EventHub
 log = logging.getLogger(__name__)
 MANIFEST_POLL_S = 0.25
 RTCP_WAIT_S = 3.0  # how long first-frame times may wait for a camera's RTCP re-timing
+ACTIVE_STATES = ("starting", "recording", "partial", "stopping")  # a stored session's
+NAMING_SETTING = "naming"  # the settings key of the naming settings set through the API
 
 
 class Refusal(Exception):
@@ -78,6 +80,7 @@ class Coordinator:
     # --- lifecycle ---
 
     async def start(self) -> None:
+        await self._load_naming()
         fa = self.config.first_admin
         password = fa.password.get_secret_value() if fa.password else secrets.token_urlsafe(12)
         if await accounts.ensure_first_admin(self.db, fa.username, password):
@@ -88,7 +91,8 @@ class Coordinator:
         for row in await self.db.list_locations():
             secret = await self.db.get_location_secret(row.room_id)
             stored.append(Location(row.room_id, row.name, row.host, row.port, row.api_path,
-                                   row.version, secret, row.flagged_reason))
+                                   row.version, secret, row.flagged_reason,
+                                   given_name=row.given_name))
         await self._restore_sessions()
         await self.locations.start(stored)
         async with asyncio.timeout(10):
@@ -108,8 +112,7 @@ class Coordinator:
         task.add_done_callback(self._tasks.discard)
 
     async def _restore_sessions(self) -> None:
-        active = await self.db.list_sessions(states=("starting", "recording", "partial",
-                                                     "stopping"))
+        active = await self.db.list_sessions(states=ACTIVE_STATES)
         restored = []
         groups: dict[str, list[str]] = {}
         for s in active:
@@ -155,12 +158,12 @@ class Coordinator:
             self.state, _ = sessions.location_online(self.state, loc.room_id,
                                                      clock_synchronised=synced,
                                                      flagged=bool(loc.flagged),
-                                                     name=loc.name)
+                                                     name=loc.display_name)
         else:
             if loc.room_id not in self.state.locations:
                 self.state, _ = sessions.location_online(self.state, loc.room_id,
                                                          clock_synchronised=synced,
-                                                         name=loc.name)
+                                                         name=loc.display_name)
             self.state, _ = sessions.location_offline(self.state, loc.room_id)
         self.publish("location", room_id=loc.room_id, status=self.location_status(loc))
         if loc.online and not loc.flagged and st is not None:
@@ -211,6 +214,50 @@ class Coordinator:
         self.publish("session", session_id=sid, state="recording", adopted=True)
         log.info("adopted %s on %s (started with the room's button)", rec.recording_id,
                  loc.room_id)
+
+    async def rename_location(self, room_id: str, name: str) -> Location:
+        """Name the location on the coordinator: this name wins over the room's own, and
+        survives heartbeats, announcements and restarts."""
+        loc = self.locations.known.get(room_id)
+        if loc is None:
+            raise Refusal("unknown", f"there is no location {room_id!r}")
+        name = name.strip()
+        await self.db.update_location(room_id, given_name=name)
+        loc.given_name = name
+        self.state, _ = sessions.location_renamed(self.state, room_id, name)
+        self.publish("location", room_id=room_id, name=name, status=self.location_status(loc))
+        return loc
+
+    def room_client(self, room_id: str, timeout_s: float = 5.0) -> EdgeClient:
+        """A client of a location that may be called now. Refusal `unknown` for a room
+        not known, `offline` for one offline or flagged (a flagged room is never
+        commanded)."""
+        loc = self.locations.known.get(room_id)
+        if loc is None:
+            raise Refusal("unknown", f"there is no location {room_id!r}")
+        if loc.flagged:
+            raise Refusal("offline", f"{loc.display_name} is not called until it is paired "
+                                     f"again: {loc.flagged}")
+        if not loc.online:
+            raise Refusal("offline", f"{loc.display_name} is offline")
+        return self.locations.client(loc, timeout_s)
+
+    async def recording_manifests(self, session: StoredSession) -> dict[str, c.Manifest | str]:
+        """Per room of the session, its recording's manifest, or why there is none now."""
+        async def one(room_id: str, recording_id: str | None,
+                      failure: str | None) -> c.Manifest | str:
+            if recording_id is None:
+                return failure or "nothing was recorded there"
+            try:
+                return await self.room_client(room_id).manifest(recording_id)
+            except Refusal as e:
+                return e.reason
+            except EdgeError as e:
+                return f"the room's manifest cannot be read: {e}"
+
+        found = await asyncio.gather(*(one(sl.room_id, sl.recording_id, sl.failure)
+                                       for sl in session.locations))
+        return {sl.room_id: m for sl, m in zip(session.locations, found, strict=True)}
 
     def location_status(self, loc: Location) -> str:
         if loc.flagged:
@@ -351,14 +398,18 @@ class Coordinator:
             if session is None:
                 raise Refusal("unknown", f"no running session {session_id}")
             grp = self._group_naming.get(session.group_id, naming.GroupNaming(editable=True))
+            # Who may stop comes first (a Trainee hears "may only view", not about the
+            # name); the name is checked before anything stops. The state machine is
+            # pure, so its answer is kept only once both are right.
+            after, out = sessions.stop(self.state, actor.username,
+                                       sessions.Role(actor.role.value), session_id,
+                                       self._clock())
+            stopping = _raise(out)
             try:
-                naming.final_name(grp, name)  # check the name before stopping anything
+                naming.final_name(grp, name)
             except naming.NamingError as e:
                 raise Refusal("name", str(e)) from None
-            self.state, out = sessions.stop(self.state, actor.username,
-                                            sessions.Role(actor.role.value), session_id,
-                                            self._clock())
-            stopping = _raise(out)
+            self.state = after
             assert isinstance(stopping, sessions.Stopping)
             technician = actor.role == Role.TECHNICIAN
             results = await asyncio.gather(*(
@@ -416,6 +467,79 @@ class Coordinator:
                                              stopped_utc=_utc(self._clock()))
         self.publish("session", session_id=session_id, room_id=room_id, state="stopped")
 
+    def session_running(self, session: StoredSession) -> bool:
+        """Starting, recording or stopping somewhere."""
+        pure = self.state.sessions.get(session.id)
+        if pure is not None:
+            return pure.active
+        return session.state in ACTIVE_STATES
+
+    async def visible_session(self, session_id: str) -> StoredSession:
+        """The session, unless unknown or deleted (Refusal `unknown`)."""
+        s = await self.db.get_session(session_id)
+        if s is None or s.deleted_utc is not None:
+            raise Refusal("unknown", f"no session {session_id}")
+        return s
+
+    async def rename_session(self, actor: Actor, session_id: str,
+                             name: str) -> StoredSession:
+        """Rename a session that no longer runs: its starter, a Technician or an
+        Administrator may."""
+        if not accounts.may_record(actor.role):
+            raise Refusal("forbidden", "a Trainee may only view")
+        s = await self.visible_session(session_id)
+        if s.started_by != actor.user_id and actor.role not in (Role.TECHNICIAN,
+                                                                 Role.ADMINISTRATOR):
+            raise Refusal("forbidden", "only whoever started a session, a Technician or an "
+                                       "Administrator may rename it")
+        if self.session_running(s):
+            raise Refusal("busy", f"session {session_id} is still running: stop it first")
+        try:
+            checked = naming.check_name(name)
+        except naming.NamingError as e:
+            raise Refusal("name", str(e)) from None
+        renamed = await self.db.update_session(session_id, name=checked)
+        self.publish("session", session_id=session_id, name=checked, by=actor.username)
+        return renamed
+
+    async def delete_session(self, actor: Actor, session_id: str) -> None:
+        """Delete a session that no longer runs (hidden, kept in the store). Its
+        recordings are not touched: none is deleted before its central copy is
+        verified."""
+        if not accounts.may_delete_sessions(actor.role):
+            raise Refusal("forbidden", f"a {actor.role.value.capitalize()} may not delete "
+                                       "sessions")
+        s = await self.visible_session(session_id)
+        if self.session_running(s):
+            raise Refusal("busy", f"session {session_id} is still running: stop it first")
+        await self.db.soft_delete_session(session_id, deleted_by=actor.user_id,
+                                          deleted_utc=_utc(self._clock()))
+        self.publish("session", session_id=session_id, deleted=True, by=actor.username)
+
+    # --- naming settings ---
+
+    async def _load_naming(self) -> None:
+        """The naming settings stored through the API, if any; else the configuration's."""
+        raw = await self.db.get_setting(NAMING_SETTING)
+        if not isinstance(raw, dict):
+            return
+        default_name = raw.get("default_name")
+        try:
+            self.naming = naming.NamingSettings(
+                default_name if isinstance(default_name, str) else None,
+                raw.get("edit_before_save") is True)
+        except naming.NamingError as e:
+            log.warning("stored naming settings ignored: %s", e)
+
+    async def set_naming(self, settings: naming.NamingSettings) -> None:
+        """Store the naming settings and use them from the next session on (running
+        sessions keep the naming they started with)."""
+        await self.db.set_setting(NAMING_SETTING, {
+            "default_name": settings.default_name,
+            "edit_before_save": settings.edit_before_save})
+        self.naming = settings
+        self.publish("settings", naming=True)
+
     # --- annotations ---
 
     async def score(self, actor: Actor, session_id: str, key: str,
@@ -436,10 +560,7 @@ class Coordinator:
     async def _session_for_annotation(self, actor: Actor, session_id: str) -> StoredSession:
         if not accounts.may_record(actor.role):
             raise Refusal("forbidden", "a Trainee may only view")
-        s = await self.db.get_session(session_id)
-        if s is None:
-            raise Refusal("unknown", f"no session {session_id}")
-        return s
+        return await self.visible_session(session_id)
 
     # --- events ---
 

@@ -66,8 +66,8 @@ __all__ = [  # Role is coordinator.db's, exported here too so callers can name i
     "ACTIVE_RUN_STATES", "RECORDING_ROLES", "Adopted", "Code", "Group", "Kind", "Location",
     "Ok", "Refused", "Role", "Run", "RunState", "Session", "SessionCommand", "SessionState",
     "Started", "State", "Stopping", "adopt", "discard_finished", "location_failed",
-    "location_offline", "location_online", "location_started", "location_stopped", "lock",
-    "release_locks", "start", "stop", "unlock",
+    "location_offline", "location_online", "location_renamed", "location_started",
+    "location_stopped", "lock", "release_locks", "start", "stop", "unlock",
 ]
 
 _T = TypeVar("_T")
@@ -360,6 +360,14 @@ def location_offline(state: State, location_id: str) -> tuple[State, Ok | Refuse
         return (state._with(locations=[loc], sessions=[_noted(session, note)]),
                 Ok(note))
     return state._with(locations=[loc]), Ok()
+
+
+def location_renamed(state: State, location_id: str, name: str) -> tuple[State, Ok | Refused]:
+    """A location got a new name; nothing else about it changes."""
+    old = state.locations.get(location_id)
+    if old is None:
+        return state, _unknown_location(location_id)
+    return state._with(locations=[replace(old, name=name)]), Ok()
 
 
 def lock(state: State, user: str, role: Role, location_id: str) -> tuple[State, Ok | Refused]:

@@ -1,159 +1,26 @@
 """The coordinator against real room boxes (edge services with synthetic cameras, real
 HTTP, real mDNS on loopback), through its API with aiohttp's test client. GPIO pins are
-the only fake (the rooms' simulated buttons)."""
+the only fake (the rooms' simulated buttons). The fixtures are in conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from coordinator.api import build
-from coordinator.config import parse as parse_coordinator
-from coordinator.db import Database
-from coordinator.service import Coordinator
-from edge import contract as c
-from edge.config import parse as parse_edge
 from edge.gpio.sim import SimPinFactory
 from edge.service import EdgeService
 from tests.edge.recorder.conftest import eventually
-from tests.support.mdns import loopback_multicast_problem, unique_room_id
-
-P = "/api/v1"
-ADMIN = ("admin", "admin-password-1")
-AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-class Room:
-    def __init__(self, service: EdgeService, pins: SimPinFactory, code: str) -> None:
-        self.service = service
-        self.pins = pins
-        self.code = code
-
-    @property
-    def id(self) -> str:
-        return self.service.config.room.id
-
-
-RoomFactory = Callable[..., Awaitable[Room]]
-
-
-@pytest.fixture
-async def make_room(tmp_path: Path) -> AsyncIterator[RoomFactory]:
-    rooms: list[Room] = []
-
-    async def make(name: str, announce: bool = False,
-                   clock: c.ClockSync = "synchronised") -> Room:
-        rid = unique_room_id()
-        code = f"code-{rid}"
-        cfg = parse_edge({
-            "room": {"id": rid, "name": name},
-            "cameras": [{"name": "a", "url": "test:a?size=320x240&fps=15"},
-                        {"name": "b", "url": "test:b?size=320x240&fps=15"}],
-            "storage": {"path": str(tmp_path / rid / "rec"), "reserve_mb": 0,
-                        "expected_minutes": 1},
-            "api": {"host": "127.0.0.1", "port": 0},
-            "pairing": {"code": code, "state_dir": str(tmp_path / rid / "state")},
-            "announce": {"enabled": announce, "interfaces": ["127.0.0.1"]},
-            "clock": {"require_sync": False},
-        })
-        pins = SimPinFactory()
-        service = EdgeService(cfg, pins, state_every_s=0.05, clock_sync=lambda: clock)
-        await service.start()
-        room = Room(service, pins, code)
-        rooms.append(room)
-        return room
-
-    yield make
-    for room in rooms:
-        await room.service.stop()
-
-
-class Central:
-    def __init__(self, co: Coordinator, client: TestClient[Any, Any]) -> None:
-        self.co = co
-        self.client = client
-
-    async def login(self, username: str, password: str) -> dict[str, str]:
-        r = await self.client.post(f"{P}/login", json={"username": username,
-                                                       "password": password})
-        assert r.status == 200, await r.text()
-        return {"Authorization": f"Bearer {(await r.json())['token']}"}
-
-    async def call(self, method: str, path: str, auth: dict[str, str],
-                   body: Any = None, status: int = 200) -> Any:
-        r = await self.client.request(method, f"{P}{path}", json=body, headers=auth)
-        text = await r.text()
-        assert r.status == status, f"{method} {path}: {r.status} {text}"
-        return json.loads(text) if text and r.content_type == "application/json" else text
-
-    async def add_user(self, admin: dict[str, str], username: str, role: str) -> dict[str, str]:
-        await self.call("POST", "/users", admin, {"username": username, "display_name": username,
-                                                  "role": role, "password": f"{username}-pw-1"},
-                        201)
-        return await self.login(username, f"{username}-pw-1")
-
-    async def pair(self, admin: dict[str, str], room: Room) -> None:
-        port = room.service.port
-        await self.call("POST", "/locations/pair", admin,
-                        {"host": "127.0.0.1", "port": port, "code": room.code}, 201)
-
-
-CentralFactory = Callable[..., Awaitable[Central]]
-
-
-@pytest.fixture
-async def make_central(tmp_path: Path,
-                       aiohttp_client: AiohttpClient) -> AsyncIterator[CentralFactory]:
-    made: list[tuple[Coordinator, Database, aiohttp.ClientSession]] = []
-
-    async def make(discover: bool = False, **sessions: Any) -> Central:
-        cfg = parse_coordinator({
-            "database": {"path": str(tmp_path / "central.sqlite3")},
-            "storage": {"path": str(tmp_path / "central")},
-            "api": {"secure_cookies": False},
-            "discovery": {"enabled": discover, "interfaces": ["127.0.0.1"],
-                          "heartbeat_s": 0.3, "offline_after_s": 1.5},
-            "sessions": {"allow_unsynced_clock": True, "start_lead_s": 1.0, **sessions},
-            "first_admin": {"username": ADMIN[0], "password": ADMIN[1]},
-        })
-        db = await Database(cfg.database.path).open()
-        http = aiohttp.ClientSession()
-        co = Coordinator(cfg, db, http)
-        made.append((co, db, http))
-        await co.start()
-        app, _ = build(co)
-        return Central(co, await aiohttp_client(app))
-
-    yield make
-    for co, db, http in made:
-        await co.close()
-        await http.close()
-        await db.close()
-
-
-def recording(room: Room) -> Callable[[], bool]:
-    return lambda: room.service.room.recording is not None
-
-
-async def wait_status(central: Central, auth: dict[str, str], room_id: str,
-                      status: str, timeout: float = 10) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            locs = (await central.call("GET", "/locations", auth))["locations"]
-            found = [loc for loc in locs if loc["room_id"] == room_id]
-            if found and found[0]["status"] == status:
-                loc: dict[str, Any] = found[0]
-                return loc
-            await asyncio.sleep(0.1)
+from tests.support.central import (
+    ADMIN,
+    CentralFactory,
+    RoomFactory,
+    recording,
+    wait_status,
+)
+from tests.support.mdns import loopback_multicast_problem
 
 
 async def test_composite_session_by_the_rules(make_room: RoomFactory,
