@@ -26,6 +26,7 @@ from coordinator import models as m
 from coordinator import users as accounts
 from coordinator.edges import EdgeError, EdgeRefused
 from coordinator.service import Actor, Coordinator, Refusal
+from coordinator.web import STATIC, page_routes
 from edge import contract as c
 from edge.api import Route, error_response, openapi
 from edge.eventhub import stream
@@ -544,7 +545,7 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         resource = request.match_info.route.resource
         key = (request.method, resource.canonical if resource else "")
         try:
-            if key not in public:
+            if request.path.startswith(P) and key not in public:  # pages check their own
                 token = _token(request)
                 user = await accounts.user_for_token(co.db, token, datetime.now(UTC)) \
                     if token else None
@@ -572,4 +573,7 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
                           middlewares=[guard])
     for r in routes:
         app.router.add_route(r.method, r.path, r.handler)
+    for path, handler in page_routes(co.db, COOKIE):
+        app.router.add_get(path, handler)
+    app.router.add_static("/static/", STATIC, append_version=False)
     return app, routes

@@ -44,8 +44,8 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event,
         site = web.TCPSite(runner, config.api.host, config.api.port)
         await site.start()
         port = int(runner.addresses[0][1])
-        print(f"roomrec-coordinator {__version__}: API on http://{config.api.host}:{port}"
-              f"{'/api/v1'}", flush=True)
+        print(f"roomrec-coordinator {__version__}: web page on http://{config.api.host}:{port}/"
+              f" (API under /api/v1)", flush=True)
         if co.first_admin_password:
             print(f"first Administrator: {config.first_admin.username} / "
                   f"{co.first_admin_password} (shown once; change it)", flush=True)
@@ -144,8 +144,8 @@ async def demo(rooms: int, folder: Path, port: int) -> int:
         for edge_port, code in zip(ports, codes, strict=True):
             with contextlib.suppress(Exception):
                 await co.locations.pair("127.0.0.1", edge_port, code)
-        print(f"\nroomrec demo: {rooms} rooms paired. API: http://127.0.0.1:{api_port}/api/v1"
-              f"  (log in as admin / roomrec-demo). Ctrl-C stops.", flush=True)
+        print(f"\nroomrec demo: {rooms} rooms paired. Open http://127.0.0.1:{api_port}/ and log "
+              f"in as admin / roomrec-demo. Ctrl-C stops.", flush=True)
         await task
     finally:
         for proc, _ in edges:

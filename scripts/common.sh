@@ -5,7 +5,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ROOMREC_VENV:-$ROOT/.venv}
 
 # Debian packages: ffmpeg (ffprobe checks every file), the GStreamer RTSP server with
-# Debian's python3-gi (the test cameras), and the plugins that encode and packetize.
+# Debian's python3-gi (the test cameras), and the plugins that encode and packetize;
+# Debian's Chromium for the web page's tests (Playwright drives it; it never downloads one).
 DEB_PACKAGES=(
   ffmpeg
   python3-gi
@@ -15,6 +16,7 @@ DEB_PACKAGES=(
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
+  chromium
 )
 
 as_root() {

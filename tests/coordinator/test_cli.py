@@ -22,7 +22,9 @@ def test_demo_starts_rooms_pairs_them_and_stops_cleanly(tmp_path: Path) -> None:
                                 stdin=subprocess.DEVNULL, stdout=o, stderr=subprocess.STDOUT)
     try:
         assert wait_until(lambda: "rooms paired" in out.read_text(), 60), out.read_text()
-        port = int(re.findall(r"127\.0\.0\.1:(\d+)/api/v1", out.read_text())[-1])
+        port = int(re.findall(r"Open http://127\.0\.0\.1:(\d+)/ ", out.read_text())[-1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10) as r:
+            assert b'id="login-form"' in r.read()  # the web page is served
         body = json.dumps({"username": "admin", "password": "roomrec-demo"}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/login", data=body,
                                      headers={"Content-Type": "application/json"})
