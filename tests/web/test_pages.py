@@ -4,6 +4,7 @@ name it, find it, and play it back with every camera in step."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,11 @@ async def test_composite_session_from_start_to_synchronized_playback(
     await expect(page.locator("#rec-duration")).to_have_text(re.compile(r"^0:(0[6-9]|[1-5]\d)$"),
                                                              timeout=15_000)
     await screenshot(page, "location")
+    # Going back to the locations keeps it recording.
+    await page.click("text=← Locations")
+    await expect(page.locator(f"tr[data-room='{r1}'] .badge")).to_have_text("Recording by admin")
+    await page.click(f"tr[data-room='{r1}'] a")
+    await expect(page.locator("#rec-indicator")).to_be_visible()
 
     # Stop: the confirmation names every location that will stop; then Save session.
     await page.click("#stop")
@@ -146,6 +152,15 @@ async def test_composite_session_from_start_to_synchronized_playback(
     for ms in shown:  # and at the session time the player shows
         assert -(FRAME_S + 0.06) * 1000 <= ms - (origin_ms + t * 1000) <= 60, (ms, origin_ms, t)
     await screenshot(page, "session")
+
+    # The files download as recorded.
+    first = media["tracks"][0]["segments"][0]
+    async with page.expect_download() as info:
+        await page.locator("#downloads a").first.click()
+    download = await info.value
+    path = await download.path()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == first["sha256"]
+    assert download.suggested_filename.endswith(".mp4")
 
     # A click on the score jumps a few seconds before it, and stays in step there.
     notes = await site.api("GET", f"/sessions/{composite['id']}/annotations.json")
