@@ -117,6 +117,9 @@ class EdgeService:
         self._state: c.RoomState | None = None
         self._state_changed = asyncio.Event()
         self._manifest_cache: dict[Path, tuple[int, Manifest]] = {}
+        # Held around every read-change-write of a finished recording's manifest: two
+        # releases at once must not each write a copy without the other's change.
+        self._manifest_lock = asyncio.Lock()
 
     # --- lifecycle ---
 
@@ -413,19 +416,20 @@ class EdgeService:
         raise NotFound(f"no segment {segment_id!r} on this box")
 
     async def release(self, recording_id: str, req: c.ReleaseRequest) -> c.ReleaseResult:
-        found = self._manifests().get(recording_id)
-        if found is None:
-            raise NotFound(f"no recording {recording_id!r} on this box")
-        folder, m = found
-        wanted = set(req.segment_ids)
-        released = []
-        now = utc(self._clock.now_ns())
-        for cam in m.cameras.values():
-            for seg in cam.segments:
-                if seg.id in wanted and seg.complete:
-                    seg.released_utc = seg.released_utc or now
-                    released.append(seg.id)
-        await self._save(folder, m)
+        async with self._manifest_lock:
+            found = self._manifests().get(recording_id)
+            if found is None:
+                raise NotFound(f"no recording {recording_id!r} on this box")
+            folder, m = found
+            wanted = set(req.segment_ids)
+            released = []
+            now = utc(self._clock.now_ns())
+            for cam in m.cameras.values():
+                for seg in cam.segments:
+                    if seg.id in wanted and seg.complete:
+                        seg.released_utc = seg.released_utc or now
+                        released.append(seg.id)
+            await self._save(folder, m)
         self._publish("released", recording_id=recording_id, segments=len(released))
         return c.ReleaseResult(released=sorted(released),
                                unknown=sorted(wanted - set(released)))
@@ -456,6 +460,10 @@ class EdgeService:
             await asyncio.sleep(min(60.0, max(1.0, keep_s / 10)))
 
     async def delete_released(self, keep_s: float) -> int:
+        async with self._manifest_lock:
+            return await self._delete_released(keep_s)
+
+    async def _delete_released(self, keep_s: float) -> int:
         now = self._clock.now_ns()
         deleted = 0
         for folder, m in self._manifests().values():
