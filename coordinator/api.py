@@ -25,7 +25,9 @@ from coordinator import media, naming
 from coordinator import models as m
 from coordinator import users as accounts
 from coordinator.edges import EdgeError, EdgeRefused
+from coordinator.gather import FileRow, Progress
 from coordinator.service import Actor, Coordinator, Refusal
+from coordinator.storage import StorageError
 from coordinator.web import STATIC, page_routes
 from edge import contract as c
 from edge.api import Route, error_response, openapi
@@ -76,6 +78,24 @@ def attachment(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """The one range `header` asks for, as (first, last) within `size` bytes; None for
+    the whole file (no header, or one we do not serve partly: several ranges); False if
+    it cannot be satisfied."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_s, _, last_s = header[6:].strip().partition("-")
+    try:
+        if not first_s:  # the last N bytes
+            n = int(last_s)
+            return (max(0, size - n), size - 1) if n > 0 and size else False
+        first = int(first_s)
+        last = min(int(last_s), size - 1) if last_s else size - 1
+    except ValueError:
+        return None
+    return (first, last) if first <= last and first < size else False
+
+
 def from_room(e: EdgeRefused) -> Exception:
     """What a room's refusal means to our client: its 404 and 409 are ours too."""
     if e.status == 404:
@@ -116,7 +136,10 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         loc = co.locations.known.get(room_id)
         return loc.display_name if loc is not None else room_id
 
-    async def session_out(s: store.Session) -> m.SessionOut:
+    async def session_out(s: store.Session,
+                          progress: Progress | None = None) -> m.SessionOut:
+        if progress is None:
+            progress = (await co.gatherer.store.progress([s.id]))[s.id]
         starter = await co.db.get_user(s.started_by) if s.started_by else None
         pure = co.state.sessions.get(s.id)
         proposal = None
@@ -137,7 +160,9 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
                                             first_frames=dict(sl.first_frames),
                                             failure=sl.failure) for sl in s.locations],
             duration_s=duration, room_names={sl.room_id: room_name(sl.room_id)
-                                             for sl in s.locations})
+                                             for sl in s.locations},
+            gathering=progress.state, gathered_bytes=progress.gathered_bytes,  # type: ignore[arg-type]
+            total_bytes=progress.total_bytes)
 
     def location_out(room_id: str) -> m.LocationOut:
         loc = co.locations.known[room_id]
@@ -301,7 +326,8 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
 
     async def list_sessions(request: web.Request) -> web.StreamResponse:
         rows = await co.db.list_sessions(limit=int(request.query.get("limit", "500")))
-        return ok(m.SessionList(sessions=[await session_out(s) for s in rows]))
+        progress = await co.gatherer.store.progress([s.id for s in rows])
+        return ok(m.SessionList(sessions=[await session_out(s, progress[s.id]) for s in rows]))
 
     async def get_session(request: web.Request) -> web.StreamResponse:
         return ok(await session_out(await co.visible_session(request.match_info["session_id"])))
@@ -326,7 +352,8 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
             cameras[sl.room_id] = sorted(sl.first_frames) or (
                 [cam.name for cam in st.cameras] if st is not None else [])
         return ok(media.session_media(s, manifests, {sl.room_id: room_name(sl.room_id)
-                                                     for sl in s.locations}, cameras))
+                                                     for sl in s.locations}, cameras,
+                                      await co.gatherer.store.files(s.id)))
 
     async def segment(request: web.Request) -> web.StreamResponse:
         sid, room_id = request.match_info["session_id"], request.match_info["room_id"]
@@ -335,6 +362,10 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
         sl = next((x for x in s.locations if x.room_id == room_id), None)
         if sl is None or sl.recording_id is None:
             raise store.NotFound(f"session {sid} recorded nothing at {room_id}")
+        stored = await co.gatherer.store.file(room_id, segment_id)
+        if stored is not None and stored.session_id == sid and stored.key \
+                and stored.verified_utc:
+            return await from_storage(request, s, stored)  # the verified central copy
         client = co.room_client(room_id)
         try:
             found = media.find_segment(await client.manifest(sl.recording_id), segment_id)
@@ -372,6 +403,52 @@ def build(co: Coordinator) -> tuple[web.Application, list[Route]]:  # noqa: PLR0
                 return resp
         except EdgeRefused as e:
             raise from_room(e) from None
+
+    async def from_storage(request: web.Request, s: store.Session,
+                           row: FileRow) -> web.StreamResponse:
+        assert row.key is not None and row.verified_utc is not None
+        etag = f'"{row.sha256}"'
+        modified = datetime.fromisoformat(row.verified_utc).strftime(
+            "%a, %d %b %Y %H:%M:%S GMT")
+        wanted = byte_range(request.headers.get("Range"), row.size)
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and if_range not in (etag, modified):
+            wanted = None  # the client's copy is another file: the whole of this one
+        if wanted is False:
+            refused = error_response(416, "range_not_satisfiable",
+                                     "the range asked for is outside the file")
+            refused.headers["Content-Range"] = f"bytes */{row.size}"
+            return refused
+        first, last = wanted if isinstance(wanted, tuple) else (0, row.size - 1)
+        headers = {"Content-Type": "video/mp4", "Cache-Control": "no-store",
+                   "Accept-Ranges": "bytes", "X-Content-SHA256": row.sha256,
+                   "ETag": etag, "Last-Modified": modified,
+                   "Content-Length": str(max(0, last - first + 1))}
+        if isinstance(wanted, tuple):
+            headers["Content-Range"] = f"bytes {first}-{last}/{row.size}"
+        if request.query.get("download") == "1":
+            headers["Content-Disposition"] = attachment(media.download_name(
+                s, room_name(row.room_id), row.camera, row.index))
+        resp = web.StreamResponse(status=206 if isinstance(wanted, tuple) else 200,
+                                  headers=headers)
+        await resp.prepare(request)
+        at = first
+        try:
+            while at <= last:
+                block = await co.storage.read_range(row.key, at, min(1 << 20, last - at + 1))
+                if not block:
+                    raise StorageError(f"{row.key} ended at byte {at} of {row.size}")
+                await resp.write(block)
+                at += len(block)
+        except ConnectionResetError:
+            return resp  # the browser went away (it seeks by asking again)
+        except StorageError as e:
+            log.warning("stored file %s broke off: %s", row.key, e)
+            if request.transport is not None:
+                request.transport.close()  # a short file, never a wrong one
+            return resp
+        await resp.write_eof()
+        return resp
 
     async def score(request: web.Request) -> web.StreamResponse:
         body = await read(request, m.ScoreRequest)

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -416,6 +417,31 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE sessions ADD COLUMN deleted_utc TEXT",
         "ALTER TABLE sessions ADD COLUMN deleted_by INTEGER REFERENCES users (id)",
     ),
+    (  # 3: gathering onto central storage
+        """CREATE TABLE gathered_files (
+            room_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            recording_id TEXT NOT NULL,
+            camera TEXT NOT NULL,
+            file TEXT NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            sha256 TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            first_frame_utc TEXT NOT NULL,
+            duration_s REAL,
+            key TEXT,
+            staged_utc TEXT,
+            verified_utc TEXT,
+            released_utc TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            PRIMARY KEY (room_id, segment_id)
+        )""",
+        "CREATE INDEX gathered_by_session ON gathered_files (session_id)",
+        "ALTER TABLE sessions ADD COLUMN storage_folder TEXT",
+        "ALTER TABLE sessions ADD COLUMN gathered_utc TEXT",
+    ),
 )
 
 
@@ -442,6 +468,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
+def _wal(conn: sqlite3.Connection) -> str:
+    """Switch to write-ahead logging. SQLite does not call the busy handler for this
+    pragma, so a file that another process is opening at the same moment answers
+    "database is locked": that is tried again for up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)  # in the database's own thread, never on the event loop
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     created = not path.exists()
     if created:  # it holds password hashes and pairing secrets: owner only
@@ -450,7 +490,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _wal(conn)
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
         conn.execute("PRAGMA synchronous = FULL")

@@ -6,16 +6,20 @@ the manifest's camera order. Each track lists its segment files with the coordin
 URL for each, and its gaps. The session's time origin is the earliest first frame of any
 track; its duration runs from there to the latest end of any track.
 
-Segments that a room has already deleted (after the coordinator released them) are left
-out: they can no longer be fetched from the room.
+Segments whose copy on central storage is verified are served from there; a room's
+segment that is neither on the room any more nor verified centrally is left out. A
+location whose room cannot be asked is shown from its verified central copies, if any.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from itertools import groupby
 
 from coordinator import models as m
 from coordinator.db import Session
+from coordinator.gather import FileRow
 from coordinator.naming import safe_filename
 from edge import contract as c
 
@@ -35,12 +39,30 @@ def _segment(session_id: str, room_id: str, seg: c.Segment) -> m.MediaSegment:
         sha256=seg.sha256, url=segment_url(session_id, room_id, seg.id))
 
 
-def _track(session_id: str, room_id: str, room_name: str, cam: c.CameraRecord) -> m.Track:
+def _track(session_id: str, room_id: str, room_name: str, cam: c.CameraRecord,
+           central: set[str]) -> m.Track:
     return m.Track(
         room_id=room_id, room_name=room_name, camera=cam.name, available=True,
         segments=[_segment(session_id, room_id, seg) for seg in cam.segments
-                  if seg.deleted_utc is None],
+                  if seg.deleted_utc is None or seg.id in central],
         gaps=[m.MediaGap(start_utc=g.start_utc, end_utc=g.end_utc) for g in cam.gaps])
+
+
+def _central_tracks(session_id: str, room_id: str, room_name: str,
+                    rows: Sequence[FileRow]) -> list[m.Track]:
+    """A location's tracks from its verified central copies alone."""
+    tracks = []
+    ordered = sorted(rows, key=lambda r: (r.camera, r.index))
+    for camera, cam_rows in groupby(ordered, key=lambda r: r.camera):
+        tracks.append(m.Track(room_id=room_id, room_name=room_name, camera=camera,
+                              available=True, segments=[m.MediaSegment(
+                                  segment_id=r.segment_id, part=r.index,
+                                  first_frame_utc=datetime.fromisoformat(r.first_frame_utc),
+                                  duration_s=r.duration_s, size=r.size, complete=True,
+                                  sha256=r.sha256,
+                                  url=segment_url(session_id, room_id, r.segment_id))
+                                  for r in cam_rows]))
+    return tracks
 
 
 def _end_s(track: m.Track) -> float | None:
@@ -52,18 +74,26 @@ def _end_s(track: m.Track) -> float | None:
 
 def session_media(session: Session, manifests: Mapping[str, c.Manifest | str],
                   room_names: Mapping[str, str],
-                  cameras: Mapping[str, Sequence[str]]) -> m.SessionMedia:
+                  cameras: Mapping[str, Sequence[str]],
+                  central: Sequence[FileRow] = ()) -> m.SessionMedia:
     """The session's tracks. `manifests`: per room id, its recording's manifest or why it
     cannot be had; `room_names`: the locations' names now; `cameras`: per room id, the
     cameras to show as unavailable tracks when there is no manifest (one track with
-    camera "" when none are known)."""
+    camera "" when none are known); `central`: the files gathered so far (those with a
+    verified copy count)."""
+    verified = [r for r in central if r.verified_utc is not None]
     tracks: list[m.Track] = []
     for sl in session.locations:
         name = room_names.get(sl.room_id, sl.room_id)
         found = manifests.get(sl.room_id, "not asked")
+        here = [r for r in verified if r.room_id == sl.room_id]
         if isinstance(found, c.Manifest):
-            tracks += [_track(session.id, sl.room_id, name, cam)
+            ids = {r.segment_id for r in here}
+            tracks += [_track(session.id, sl.room_id, name, cam, ids)
                        for cam in found.cameras.values()]
+            continue
+        if here:
+            tracks += _central_tracks(session.id, sl.room_id, name, here)
             continue
         tracks += [m.Track(room_id=sl.room_id, room_name=name, camera=cam, available=False,
                            reason=found)

@@ -10,6 +10,7 @@ view with every room.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -23,10 +24,12 @@ import aiohttp
 from coordinator import naming, sessions
 from coordinator import users as accounts
 from coordinator.config import CoordinatorConfig
-from coordinator.db import Database, NewSession, Role
+from coordinator.db import Database, NewSession, Role, annotations_json
 from coordinator.db import Session as StoredSession
 from coordinator.edges import EdgeClient, EdgeError, EdgeRefused
+from coordinator.gather import Gatherer, GatherSettings
 from coordinator.locations import Location, Locations
+from coordinator.storage import Storage, open_storage
 from edge import contract as c
 from edge.eventhub import EventHub
 
@@ -59,11 +62,22 @@ def _utc(ts: float) -> datetime:
 
 class Coordinator:
     def __init__(self, config: CoordinatorConfig, db: Database, http: aiohttp.ClientSession,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time,
+                 storage: Storage | None = None) -> None:
+        """`storage`: central storage; by default the one the configuration names."""
         self.config = config
         self.db = db
         self._http = http
         self._clock = clock
+        self._owns_storage = storage is None
+        self.storage = storage if storage is not None else open_storage(
+            config.storage, config.database.path.parent)
+        g = config.gather
+        self.gatherer = Gatherer(
+            db, self.storage, self.room_client, self._room_display_name, self.describe_session,
+            GatherSettings(per_room=g.per_room, poll_s=g.poll_s,
+                           max_bytes_per_s=g.max_mbps * 125_000 if g.max_mbps else None),
+            publish=self.publish)
         d = config.discovery
         self.locations = Locations(
             http, config.coordinator.id, self._persist_location, d.heartbeat_s,
@@ -76,6 +90,7 @@ class Coordinator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # one session operation at a time
         self.first_admin_password: str | None = None
+        self._reachable: dict[str, bool] = {}  # room id: online and not flagged, last seen
 
     # --- lifecycle ---
 
@@ -99,12 +114,16 @@ class Coordinator:
             await self.locations.refresh_all()  # reconcile: the rooms' true state
         for loc in self.locations.known.values():
             self._location_changed(loc)
+        await self.gatherer.start()
 
     async def close(self) -> None:
+        await self.gatherer.close()
         await self.locations.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._owns_storage:
+            await self.storage.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -153,6 +172,10 @@ class Coordinator:
     def _location_changed(self, loc: Location) -> None:
         st = loc.status
         synced = st is not None and st.clock == "synchronised"
+        back = loc.online and not loc.flagged and not self._reachable.get(loc.room_id, False)
+        self._reachable[loc.room_id] = loc.online and not loc.flagged
+        if back:
+            self.gatherer.room_back(loc.room_id)
         if loc.online or loc.flagged:
             # A flagged room is refused as flagged (never commanded), whatever answers.
             self.state, _ = sessions.location_online(self.state, loc.room_id,
@@ -431,6 +454,7 @@ class Coordinator:
                 if stored is not None:
                     out_sessions.append(stored)
         self.publish("group_stopped", group_id=stopping.group_id, by=actor.username)
+        self.gatherer.wake()
         return out_sessions
 
     async def _stop_one(self, actor: Actor, session_id: str, room_id: str,
@@ -466,6 +490,7 @@ class Coordinator:
                                              name=naming.final_name(grp, None, s.disk_full),
                                              stopped_utc=_utc(self._clock()))
         self.publish("session", session_id=session_id, room_id=room_id, state="stopped")
+        self.gatherer.wake()
 
     def session_running(self, session: StoredSession) -> bool:
         """Starting, recording or stopping somewhere."""
@@ -539,6 +564,36 @@ class Coordinator:
             "edit_before_save": settings.edit_before_save})
         self.naming = settings
         self.publish("settings", naming=True)
+
+    # --- gathering ---
+
+    def _room_display_name(self, room_id: str) -> str:
+        loc = self.locations.known.get(room_id)
+        return loc.display_name if loc is not None else room_id
+
+    async def describe_session(self, s: StoredSession) -> dict[str, Any]:
+        """What central storage keeps beside a session's files (its `session.json`)."""
+        async def who(user_id: int | None) -> dict[str, str] | None:
+            u = await self.db.get_user(user_id) if user_id is not None else None
+            return {"username": u.username, "display_name": u.display_name} if u else None
+
+        def ts(when: datetime | None) -> str | None:
+            return when.isoformat() if when is not None else None
+
+        notes = await self.db.export_annotations(s.id)
+        return {
+            "format": "roomrec.session/1", "id": s.id, "group_id": s.group_id,
+            "kind": s.kind, "name": s.name, "state": s.state,
+            "partial_reason": s.partial_reason, "start_at_utc": ts(s.start_at_utc),
+            "stopped_utc": ts(s.stopped_utc), "started_by": await who(s.started_by),
+            "stopped_by": await who(s.stopped_by), "deleted_utc": ts(s.deleted_utc),
+            "locations": [{"room_id": sl.room_id, "name": self._room_display_name(sl.room_id),
+                           "recording_id": sl.recording_id, "state": sl.state,
+                           "failure": sl.failure,
+                           "first_frames": {k: ts(v) for k, v in sl.first_frames.items()}}
+                          for sl in s.locations],
+            "annotations": json.loads(annotations_json(notes)),
+        }
 
     # --- annotations ---
 

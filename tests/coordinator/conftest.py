@@ -14,6 +14,7 @@ from coordinator.api import build
 from coordinator.config import parse as parse_coordinator
 from coordinator.db import Database
 from coordinator.service import Coordinator
+from coordinator.storage import Storage
 from edge import contract as c
 from edge.config import parse as parse_edge
 from edge.gpio.sim import SimPinFactory
@@ -38,7 +39,8 @@ async def make_room(tmp_path: Path) -> AsyncIterator[RoomFactory]:
 
     async def make(name: str, announce: bool = False,
                    clock: c.ClockSync = "synchronised",
-                   cameras: list[dict[str, str]] | None = None) -> Room:
+                   cameras: list[dict[str, str]] | None = None,
+                   recorder: dict[str, Any] | None = None) -> Room:
         rid = unique_room_id()
         code = f"code-{rid}"
         cfg = parse_edge({
@@ -50,6 +52,7 @@ async def make_room(tmp_path: Path) -> AsyncIterator[RoomFactory]:
             "pairing": {"code": code, "state_dir": str(tmp_path / rid / "state")},
             "announce": {"enabled": announce, "interfaces": ["127.0.0.1"]},
             "clock": {"require_sync": False},
+            "recorder": recorder or {},
         })
         pins = SimPinFactory()
         service = EdgeService(cfg, pins, state_every_s=0.05, clock_sync=lambda: clock)
@@ -70,7 +73,8 @@ async def make_central(tmp_path: Path,
     same database (a restart, once the first is closed)."""
     made: list[tuple[Coordinator, Database, aiohttp.ClientSession]] = []
 
-    async def make(discover: bool = False, **sessions: Any) -> Central:
+    async def make(discover: bool = False, storage: Storage | None = None,
+                   gather: dict[str, Any] | None = None, **sessions: Any) -> Central:
         cfg = parse_coordinator({
             "database": {"path": str(tmp_path / "central.sqlite3")},
             "storage": {"path": str(tmp_path / "central")},
@@ -78,11 +82,12 @@ async def make_central(tmp_path: Path,
             "discovery": {"enabled": discover, "interfaces": ["127.0.0.1"],
                           "heartbeat_s": 0.3, "offline_after_s": 1.5},
             "sessions": {"allow_unsynced_clock": True, "start_lead_s": 1.0, **sessions},
+            "gather": {"poll_s": 0.3, **(gather or {})},
             "first_admin": {"username": ADMIN[0], "password": ADMIN[1]},
         })
         db = await Database(cfg.database.path).open()
         http = aiohttp.ClientSession()
-        co = Coordinator(cfg, db, http)
+        co = Coordinator(cfg, db, http, storage=storage)
         made.append((co, db, http))
         await co.start()
         app, _ = build(co)

@@ -178,6 +178,7 @@ async def test_a_location_name_given_here_survives_heartbeats_and_restarts(
 async def test_session_media_and_segments_through_the_coordinator(
         make_room: RoomFactory, make_central: CentralFactory) -> None:
     room, central, admin = await setup(make_room, make_central)
+    await central.co.gatherer.close()  # served by the room until gathered, further down
     other = await make_room("Sim B")
     await central.pair(admin, other)
     tara = await add_user(central, admin, "tara", "trainer", "Tara Trainer")
@@ -244,17 +245,25 @@ async def test_session_media_and_segments_through_the_coordinator(
     central.client.session.cookie_jar.clear()
     r, _ = await get(central, url)
     assert r.status == 401
+    admin = await central.login(*ADMIN)  # the cookie again
 
-    # A room that is offline cannot give its files: the track says why.
+    # Once gathered, the files are played from central storage, room or no room.
+    await central.co.gatherer.start()
+    async with asyncio.timeout(30):
+        while (await central.call("GET", f"/sessions/{sid}", admin))["gathering"] \
+                != "verified":  # noqa: ASYNC110 - polling the API as a user would
+            await asyncio.sleep(0.1)
     await room.service.stop()
     await wait_status(central, admin, room.id, "offline")
-    gone = await central.call("GET", f"/sessions/{sid}/media", admin)
-    assert [(t["camera"], t["available"], t["segments"]) for t in gone["tracks"]] == [
-        ("a", False, []), ("b", False, [])]
-    assert all("offline" in t["reason"] for t in gone["tracks"])
-    assert gone["origin_utc"] is None and gone["duration_s"] == 0
-    refused = await central.call("GET", url.removeprefix(P), admin, status=409)
-    assert refused["error"] == "offline"
+    kept = await central.call("GET", f"/sessions/{sid}/media", admin)
+    assert [(t["camera"], t["available"]) for t in kept["tracks"]] == [("a", True),
+                                                                      ("b", True)]
+    assert kept["origin_utc"] is not None and kept["duration_s"] > 0
+    r, body = await get(central, url)
+    assert r.status == 200 and hashlib.sha256(body).hexdigest() == seg["sha256"]
+    r, part = await get(central, url, headers={"Range": "bytes=100-199"})
+    assert r.status == 206 and part == body[100:200]
+    assert r.headers["Content-Range"] == f"bytes 100-199/{len(body)}"
 
 
 # -- sessions: what they show, renaming, deleting --------------------------------------------
@@ -323,7 +332,14 @@ async def test_sessions_are_renamed_and_deleted_by_the_rules(
     await central.call("PATCH", f"/sessions/{sid}", admin, {"name": "Back"}, 404)
     # Its recording stays on the room, every file of it.
     (rec,) = [x for x in room.service.recordings().recordings if x.session_id == sid]
-    assert rec.segments >= 2 and rec.released_segments == 0
+    # Released only where the central copy is verified (deleting a session does not
+    # stop its files from being gathered: they exist twice until then).
+    gathered = {r.segment_id for r in await central.co.gatherer.store.files(sid)
+                if r.verified_utc is not None}
+    released = {seg.id for cam in c.Manifest.model_validate_json(
+        room.service.manifest_json(rec.recording_id)).cameras.values()
+        for seg in cam.segments if seg.released_utc is not None}
+    assert rec.segments >= 2 and released <= gathered
     manifest = c.Manifest.model_validate_json(room.service.manifest_json(rec.recording_id))
     folder = room.service.config.storage.path / rec.recording_id
     files = [folder / seg.file for cam in manifest.cameras.values() for seg in cam.segments]

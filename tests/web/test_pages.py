@@ -119,7 +119,7 @@ async def test_composite_session_from_start_to_synchronized_playback(
     rows = page.locator("#sessions tbody tr")
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_contain_text("Sim room 1, Sim room 2")
-    await expect(rows.first).to_contain_text("On the rooms")
+    await expect(rows.first).to_contain_text("Verified on central storage", timeout=30_000)
     await page.fill("#search", "")
     await screenshot(page, "sessions")
     await rows.first.locator("a").click()

@@ -167,7 +167,8 @@ export function live(onEvent) {
   const src = new EventSource(API + "/events");
   src.onopen = () => { set("open", "live"); onEvent({ type: "reconnected", data: {} }); };
   src.onerror = () => set("lost", "reconnecting…");
-  for (const type of ["location", "session", "group_started", "group_stopped", "annotation"]) {
+  for (const type of ["location", "session", "group_started", "group_stopped", "annotation",
+                      "gathering"]) {
     src.addEventListener(type, (e) => onEvent(JSON.parse(e.data)));
   }
   return src;

@@ -273,7 +273,7 @@ live((e) => {
     renderLog();
   }
   if (e.type === "annotation" && session && d.session_id === session.id) loadAnnotations();
-  else refresh();
+  else if (e.type !== "gathering") refresh();
 });
 api("GET", "/codes-lists").then((out) => { codesLists = out.lists; if (session) render(); }).catch(() => {});
 setInterval(refreshPictures, 1000);
