@@ -530,12 +530,8 @@ class S3Storage:
                 raise StorageError(f"{key!r} read from {self.description} does not match "
                                    f"its sha256")
             return body
-        try:
-            return await self._call(f"cannot read {key!r}", get)
-        except _S3Failure as e:
-            if e.code in _MISSING_CODES:
-                raise MissingObject(f"no object {key!r} in {self.description}") from None
-            raise
+
+        return await self._read(key, get)
 
     async def read_range(self, key: str, start: int, length: int) -> bytes:
         if length <= 0:
@@ -547,6 +543,10 @@ class S3Storage:
             body: bytes = r["Body"].read()
             return body
 
+        return await self._read(key, get)
+
+    async def _read(self, key: str, get: Callable[[], bytes]) -> bytes:
+        """`get()` in a thread: MissingObject for a missing key, nothing past its end."""
         try:
             return await self._call(f"cannot read {key!r}", get)
         except _S3Failure as e:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +24,32 @@ SEGMENTS = re.compile(r"/api/v1/segments/")
 RELEASE = re.compile(r"/api/v1/recordings/[^/]+/release")
 
 
+Setup = Callable[..., Awaitable[tuple[Room, FaultProxy, Central, dict[str, str]]]]
+
+
 @pytest.fixture
-async def proxy_to() -> AsyncIterator[Any]:
+async def behind_proxy(make_room: RoomFactory,
+                       make_central: CentralFactory) -> AsyncIterator[Setup]:
+    """behind_proxy(recorder=, gather=): a room, a fault proxy in front of it, and a
+    coordinator paired with the room through the proxy; with an Administrator's login."""
     made: list[FaultProxy] = []
 
-    async def make(room: Room) -> FaultProxy:
+    async def make(recorder: dict[str, Any] | None = None,
+                   gather: dict[str, Any] | None = None,
+                   ) -> tuple[Room, FaultProxy, Central, dict[str, str]]:
+        room = await make_room("Sim room 1", recorder=recorder)
         proxy = FaultProxy("127.0.0.1", room.service.port)
         await proxy.start()
         made.append(proxy)
-        return proxy
+        central = await make_central(gather=gather)
+        admin = await central.login("admin", "admin-password-1")
+        await central.call("POST", "/locations/pair", admin,
+                           {"host": "127.0.0.1", "port": proxy.port, "code": room.code}, 201)
+        return room, proxy, central, admin
 
     yield make
     for proxy in made:
         await proxy.close()
-
-
-async def pair_through(central: Central, auth: dict[str, str], room: Room,
-                       proxy: FaultProxy) -> None:
-    await central.call("POST", "/locations/pair", auth,
-                       {"host": "127.0.0.1", "port": proxy.port, "code": room.code}, 201)
 
 
 def manifests(room: Room) -> list[c.Manifest]:
@@ -66,14 +73,10 @@ def check_one_verified_copy_each(room: Room, root: Path) -> None:
     assert all(p.suffix == ".mp4" for p in stored)
 
 
-async def test_cuts_a_flipped_byte_and_a_lost_release_answer(
-        make_room: RoomFactory, make_central: CentralFactory, proxy_to: Any,
-        tmp_path: Path) -> None:
-    room = await make_room("Sim room 1", recorder={"segment_s": 5})
-    proxy: FaultProxy = await proxy_to(room)
-    central = await make_central(gather={"per_room": 2})
-    admin = await central.login("admin", "admin-password-1")
-    await pair_through(central, admin, room, proxy)
+async def test_cuts_a_flipped_byte_and_a_lost_release_answer(behind_proxy: Setup,
+                                                              tmp_path: Path) -> None:
+    room, proxy, central, admin = await behind_proxy(recorder={"segment_s": 5},
+                                                     gather={"per_room": 2})
     cuts = proxy.add(CutAfter(SEGMENTS, 20_000, times=4))
     flip = proxy.add(FlipByte(SEGMENTS, 5_000, times=2))
     lost = proxy.add(DropResponse(RELEASE, method="POST", times=2))
@@ -90,14 +93,8 @@ async def test_cuts_a_flipped_byte_and_a_lost_release_answer(
     assert resumed  # the downloads that went through after the faults
 
 
-async def test_a_room_that_restarts_mid_file(make_room: RoomFactory,
-                                             make_central: CentralFactory, proxy_to: Any,
-                                             tmp_path: Path) -> None:
-    room = await make_room("Sim room 1")
-    proxy: FaultProxy = await proxy_to(room)
-    central = await make_central()
-    admin = await central.login("admin", "admin-password-1")
-    await pair_through(central, admin, room, proxy)
+async def test_a_room_that_restarts_mid_file(behind_proxy: Setup, tmp_path: Path) -> None:
+    room, proxy, central, admin = await behind_proxy()
     stall = proxy.add(Stall(SEGMENTS, 30_000, 30.0, times=1))
     [session] = await record(central, admin, [room], "single", 3, "Room restarts")
     await proxy.wait_fired(stall, timeout=30)
@@ -118,13 +115,8 @@ async def test_a_room_that_restarts_mid_file(make_room: RoomFactory,
 
 
 async def test_a_room_offline_for_a_while_is_gathered_when_it_is_back(
-        make_room: RoomFactory, make_central: CentralFactory, proxy_to: Any,
-        tmp_path: Path) -> None:
-    room = await make_room("Sim room 1")
-    proxy: FaultProxy = await proxy_to(room)
-    central = await make_central()
-    admin = await central.login("admin", "admin-password-1")
-    await pair_through(central, admin, room, proxy)
+        behind_proxy: Setup, tmp_path: Path) -> None:
+    room, proxy, central, admin = await behind_proxy()
     failing = proxy.add(CutAfter(SEGMENTS, 0, times=100_000))  # every download fails
     [session] = await record(central, admin, [room], "single", 2, "Offline for a while")
     await proxy.wait_fired(failing, count=4)  # tried, failed, tried again (backing off)

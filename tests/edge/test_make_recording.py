@@ -19,6 +19,22 @@ from edge.service import EdgeService
 MIB = 1 << 20
 
 
+async def serve(storage: Path, room_id: str, tmp_path: Path) -> EdgeService:
+    """A real edge service on the storage folder (pairing code "code-<room id>")."""
+    config = parse({
+        "room": {"id": room_id, "name": f"Lab {room_id}"},
+        "cameras": [{"name": "a", "url": "test:a?size=160x120&fps=5"}],
+        "storage": {"path": str(storage), "reserve_mb": 0, "expected_minutes": 1},
+        "api": {"host": "127.0.0.1", "port": 0},
+        "pairing": {"code": f"code-{room_id}", "state_dir": str(tmp_path / "state")},
+        "announce": {"enabled": False},
+        "clock": {"require_sync": False},
+    })
+    service = EdgeService(config, SimPinFactory(), state_every_s=0.05)
+    await service.start()
+    return service
+
+
 async def test_a_fabricated_recording_is_listed_and_served(tmp_path: Path) -> None:
     storage = tmp_path / "rec"
     rid = await asyncio.to_thread(make_recording, storage, "lab-9", 10 * MIB,
@@ -30,22 +46,12 @@ async def test_a_fabricated_recording_is_listed_and_served(tmp_path: Path) -> No
     assert sorted(p.name for p in (storage / rid / "cam1").iterdir()) == [
         "00001.mp4", "00002.mp4", "00003.mp4"]
 
-    config = parse({
-        "room": {"id": "lab-9", "name": "Lab nine"},
-        "cameras": [{"name": "a", "url": "test:a?size=160x120&fps=5"}],
-        "storage": {"path": str(storage), "reserve_mb": 0, "expected_minutes": 1},
-        "api": {"host": "127.0.0.1", "port": 0},
-        "pairing": {"code": "code-9", "state_dir": str(tmp_path / "state")},
-        "announce": {"enabled": False},
-        "clock": {"require_sync": False},
-    })
-    service = EdgeService(config, SimPinFactory(), state_every_s=0.05)
-    await service.start()
+    service = await serve(storage, "lab-9", tmp_path)
     base = f"http://127.0.0.1:{service.port}{c.API_PREFIX}"
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/pair",
-                                 json={"coordinator_id": "bench", "code": "code-9"}) as r:
+                                 json={"coordinator_id": "bench", "code": "code-lab-9"}) as r:
                 assert r.status == 200, await r.text()
                 auth = {"Authorization": f"Bearer {(await r.json())['secret']}"}
             async with http.get(f"{base}/recordings", headers=auth) as r:
@@ -74,17 +80,7 @@ async def test_releases_at_the_same_time_are_all_kept(tmp_path: Path) -> None:
                                   segment_bytes=1 * MIB, cameras=2)
     segments = [s for cam in load(storage / rid / MANIFEST_NAME).cameras.values()
                 for s in cam.segments]
-    config = parse({
-        "room": {"id": "lab-7", "name": "Lab seven"},
-        "cameras": [{"name": "a", "url": "test:a?size=160x120&fps=5"}],
-        "storage": {"path": str(storage), "reserve_mb": 0, "expected_minutes": 1},
-        "api": {"host": "127.0.0.1", "port": 0},
-        "pairing": {"code": "code-7", "state_dir": str(tmp_path / "state")},
-        "announce": {"enabled": False},
-        "clock": {"require_sync": False},
-    })
-    service = EdgeService(config, SimPinFactory(), state_every_s=0.05)
-    await service.start()
+    service = await serve(storage, "lab-7", tmp_path)
     try:
         assert service.unsafe()
         results = await asyncio.gather(*(
