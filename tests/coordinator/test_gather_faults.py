@@ -80,6 +80,7 @@ async def test_cuts_a_flipped_byte_and_a_lost_release_answer(behind_proxy: Setup
     cuts = proxy.add(CutAfter(SEGMENTS, 20_000, times=4))
     flip = proxy.add(FlipByte(SEGMENTS, 5_000, times=2))
     lost = proxy.add(DropResponse(RELEASE, method="POST", times=2))
+    whole = proxy.add(DropResponse(SEGMENTS, times=1))  # a file sent whole, then lost
 
     [session] = await record(central, admin, [room], "single", 7, "Faulty network")
     done = await until_gathered(central, admin, session["id"], timeout=90)
@@ -87,6 +88,7 @@ async def test_cuts_a_flipped_byte_and_a_lost_release_answer(behind_proxy: Setup
     assert proxy.fired(cuts) == 4
     assert proxy.fired(flip) == 2
     assert proxy.fired(lost) == 2
+    assert proxy.fired(whole) == 1
     check_one_verified_copy_each(room, tmp_path / "central")
     assert room.service.status().unsafe_to_unplug is False
     resumed = [e for e in proxy.log if SEGMENTS.match(e.path) and e.fault is None]

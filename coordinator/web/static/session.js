@@ -179,8 +179,12 @@ async function main() {
   $("session-name").textContent = session.name_display;
   const rooms = session.locations.map((l) => (session.room_names || {})[l.room_id] || l.room_id)
     .sort((a, b) => a.localeCompare(b));
+  const files = session.gathering === "verified" ? "verified on central storage"
+    : session.gathering === "gathering" && session.total_bytes
+      ? `gathering: ${Math.floor((100 * (session.gathered_bytes || 0)) / session.total_bytes)} %`
+      : "on the rooms";
   $("session-meta").textContent = `${fmtDateTime(session.start_at_utc)} · ${fmtDuration(session.duration_s)} · ` +
-    `${rooms.join(", ")} · ${session.started_by_display || session.started_by || "room button"}`;
+    `${rooms.join(", ")} · ${session.started_by_display || session.started_by || "room button"} · files ${files}`;
   origin = media.origin_utc ? parseUtc(media.origin_utc) : parseUtc(session.start_at_utc);
   duration = media.duration_s || 0;
   tracks = media.tracks.map((tr) => makeTrack(tr, (session.room_names || {})[tr.room_id] || tr.room_id));
