@@ -273,6 +273,7 @@ class Gatherer:
         self._busy: dict[tuple[str, str], tuple[str, asyncio.Task[None]]] = {}
         self._retry: dict[tuple[str, str], tuple[float, float]] = {}
         self._wake = asyncio.Event()
+        self._noted: set[tuple[str, str, datetime]] = set()  # files written down already
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -348,8 +349,11 @@ class Gatherer:
             for cam in m.cameras.values():
                 for seg in cam.segments:
                     if seg.complete and seg.sha256 is not None and seg.size is not None:
-                        await self.store.note(session.id, sl.room_id, m.recording_id,
-                                              cam.name, seg)
+                        noted = (sl.room_id, seg.id, seg.first_frame_utc)
+                        if noted not in self._noted:  # one durable write per file, not
+                            await self.store.note(session.id, sl.room_id,  # per pass
+                                                  m.recording_id, cam.name, seg)
+                            self._noted.add(noted)
                     elif seg.deleted_utc is None:
                         known = False
         return manifests, known
@@ -421,9 +425,9 @@ class Gatherer:
                         buf += chunk
                         await self._rate.take(len(chunk))
                         if len(buf) >= WRITE_BLOCK:
-                            await asyncio.to_thread(_write, f, digest, bytes(buf))
-                            buf.clear()
-                    await asyncio.to_thread(_write, f, digest, bytes(buf), True)
+                            await asyncio.to_thread(_write, f, digest, buf)
+                            buf = bytearray()  # the thread has the old one: no copy
+                    await asyncio.to_thread(_write, f, digest, buf, True)
                 finally:
                     await asyncio.to_thread(f.close)
         size = await asyncio.to_thread(lambda: staged.stat().st_size)
@@ -495,7 +499,7 @@ def _resume(staged: Path, size: int) -> tuple[int, Any]:
     return have, digest
 
 
-def _write(f: IO[bytes], digest: Any, data: bytes, sync: bool = False) -> None:
+def _write(f: IO[bytes], digest: Any, data: bytes | bytearray, sync: bool = False) -> None:
     f.write(data)
     digest.update(data)
     if sync:
