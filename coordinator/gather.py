@@ -31,6 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -418,18 +419,18 @@ class Gatherer:
                     raise Corrupt(f"the room has no byte {have} of {row.file}")
                 if up.status == 200 and have:  # the room sent the whole file
                     have, digest = await asyncio.to_thread(_resume, staged, 0)
-                f = await asyncio.to_thread(staged.open, "ab")
+                writer = StagedWriter(staged, digest)
                 try:
                     buf = bytearray()
                     async for chunk in up.chunks:
                         buf += chunk
                         await self._rate.take(len(chunk))
                         if len(buf) >= WRITE_BLOCK:
-                            await asyncio.to_thread(_write, f, digest, buf)
+                            await writer.write(buf)
                             buf = bytearray()  # the thread has the old one: no copy
-                    await asyncio.to_thread(_write, f, digest, buf, True)
+                    await writer.write(buf, sync=True)
                 finally:
-                    await asyncio.to_thread(f.close)
+                    writer.close()
         size = await asyncio.to_thread(lambda: staged.stat().st_size)
         if size != row.size or digest.hexdigest() != row.sha256:
             await asyncio.to_thread(staged.unlink, True)
@@ -499,12 +500,36 @@ def _resume(staged: Path, size: int) -> tuple[int, Any]:
     return have, digest
 
 
-def _write(f: IO[bytes], digest: Any, data: bytes | bytearray, sync: bool = False) -> None:
-    f.write(data)
-    digest.update(data)
-    if sync:
-        f.flush()
-        os.fsync(f.fileno())
+class StagedWriter:
+    """Appends to a staged file and hashes what it appends, in order, on a thread of its
+    own. `close()` queues the close after the last write, so a cancelled download (the
+    coordinator stopping) still closes its file, without waiting."""
+
+    def __init__(self, path: Path, digest: Any) -> None:
+        self._path = path
+        self._digest = digest
+        self._file: IO[bytes] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="gather-write")
+
+    async def write(self, data: bytes | bytearray, sync: bool = False) -> None:
+        await asyncio.wrap_future(self._pool.submit(self._write, data, sync))
+
+    def _write(self, data: bytes | bytearray, sync: bool) -> None:
+        if self._file is None:
+            self._file = self._path.open("ab")
+        self._file.write(data)
+        self._digest.update(data)
+        if sync:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._pool.submit(self._close)
+        self._pool.shutdown(wait=False)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 async def _has_size(path: Path, size: int) -> bool:
