@@ -17,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from edge.contract import ROOM_ID_PATTERN
 from edge.errors import EdgeError
+from edge.gpio.pinmap import packaged_pinmap, verify_distinct, verify_not_reserved
 from edge.panel import LedTimings
 
 CAMERA_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 Pin = Annotated[int, Field(ge=0, le=27, description="BCM GPIO number")]
 M = TypeVar("M", bound=BaseModel)
+PINMAP = packaged_pinmap()  # hardware/pinmap.toml: the GPIO defaults are the box's wiring
 
 
 class ConfigError(EdgeError):
@@ -100,11 +102,16 @@ class ApiConfig(Strict):
 class GpioConfig(Strict):
     backend: Literal["sim", "rpi"] = Field(
         default="sim", description="rpi: RPi.GPIO (or rpi-lgpio on a Pi 5); sim: simulated")
-    button_pin: Pin = Field(default=17, description="the record button's BCM GPIO number "
-                                                    "(to ground, internal pull-up)")
-    led_pin: Pin = Field(default=27, description="the record LED's BCM GPIO number")
-    tally_pin: Pin | None = Field(default=None, description="optional second LED or tally "
-                                                            "output: on while recording")
+    button_pin: Pin = Field(default=PINMAP.button.bcm,
+                            description="the record button's BCM GPIO number (to ground, "
+                                        "internal pull-up); default from hardware/pinmap.toml")
+    led_pin: Pin = Field(default=PINMAP.led.bcm,
+                         description="the record LED's BCM GPIO number; default from "
+                                     "hardware/pinmap.toml")
+    tally_pin: Pin | None = Field(
+        default=PINMAP.tally.bcm if PINMAP.tally.fitted else None,
+        description=f"optional second LED or tally output, on while recording (wired to "
+                    f"GPIO{PINMAP.tally.bcm} in hardware/pinmap.toml)")
     debounce_ms: int = Field(default=50, ge=5, le=1000,
                              description="a press counts after the contact is closed this long")
     button_user: str = Field(default="room button", min_length=1,
@@ -112,14 +119,10 @@ class GpioConfig(Strict):
 
     @model_validator(mode="after")
     def _verify(self) -> GpioConfig:
-        used: dict[int, str] = {}
-        for role in ("button_pin", "led_pin", "tally_pin"):
-            pin = getattr(self, role)
-            if pin is None:
-                continue
-            if pin in used:
-                raise ValueError(f"GPIO {pin} is used twice: {used[pin]} and {role}")
-            used[pin] = role
+        pins = {role: pin for role in ("button_pin", "led_pin", "tally_pin")
+                if (pin := getattr(self, role)) is not None}
+        verify_not_reserved(pins)
+        verify_distinct(pins)
         return self
 
 
@@ -152,7 +155,10 @@ class ClockConfig(Strict):
 
 class EdgeConfig(Strict):
     room: RoomConfig
-    cameras: list[CameraConfig] = Field(min_length=1)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list,
+        description="the cameras of this room, one [[cameras]] each; none: the box is "
+                    "discoverable and can be paired, but records nothing until they are added")
     storage: StorageConfig = StorageConfig()
     recorder: RecorderConfig = RecorderConfig()
     api: ApiConfig = ApiConfig()
