@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge import __version__
 from edge import contract as c
-from edge.errors import DiskSpaceError, EdgeError, RecordingConflict
+from edge.errors import DiskSpaceError, EdgeError, NoCameras, RecordingConflict
 from edge.eventhub import EventHub, stream
 from edge.pairing import Pairing, PairingRefused
 
@@ -44,6 +44,7 @@ STATUS_OF: list[tuple[type[Exception], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (PairingRefused, 403, "pairing_refused"),
     (RecordingConflict, 409, "recording_conflict"),
+    (NoCameras, 409, "no_cameras"),
     (NotReady, 409, "not_ready"),
     (DiskSpaceError, 507, "disk_space"),
     (EdgeError, 400, "bad_request"),

@@ -15,3 +15,7 @@ class DiskSpaceError(EdgeError):
 
 class RecordingConflict(EdgeError):
     """A recording is already running, or none is running to stop."""
+
+
+class NoCameras(EdgeError):
+    """The room has no cameras configured yet, so there is nothing to record."""

@@ -320,6 +320,8 @@ class EdgeService:
 
     def errors(self) -> list[str]:
         out = [f"camera {n} lost" for n, s in self.room.camera_states().items() if s == "lost"]
+        if not self.config.cameras:
+            out.append("no cameras configured")
         if self.config.clock.require_sync and self._clock_sync() != "synchronised":
             out.append("clock not synchronised")
         if self._disk_low():

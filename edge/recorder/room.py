@@ -19,7 +19,7 @@ from typing import Any
 
 from edge import __version__
 from edge.clock import NS, WallClock, utc
-from edge.errors import DiskSpaceError, RecordingConflict
+from edge.errors import DiskSpaceError, NoCameras, RecordingConflict
 from edge.recorder import disk
 from edge.recorder.camera import (
     CameraRecorder,
@@ -99,8 +99,6 @@ class _Active:
 class RoomRecorder:
     def __init__(self, cameras: dict[str, Source], storage: Path, clock: WallClock,
                  settings: RoomSettings | None = None, room_id: str | None = None) -> None:
-        if not cameras:
-            raise ValueError("a room needs at least one camera")
         self._sources = cameras
         self.storage = storage
         self._clock = clock
@@ -247,6 +245,9 @@ class RoomRecorder:
         if self._active is not None:
             raise RecordingConflict(
                 f"recording {self._active.manifest.recording_id} is already running")
+        if not self._sources:
+            raise NoCameras("this room has no cameras configured: add [[cameras]] to its "
+                            "configuration")
         now = self._clock.now_ns()
         at = now if at_ns is None else at_ns
         free = await asyncio.to_thread(disk.free_bytes, self.storage)

@@ -380,3 +380,20 @@ async def test_camera_password_stays_secret(make_edge: EdgeFactory, tmp_path: Pa
         for form in (password, quote(password, safe=""), quote(password)):
             assert form not in text
     assert "lost" in json.dumps(await edge.get("/status"))
+
+
+async def test_a_room_without_cameras_answers_pairs_and_refuses_to_record(
+        make_edge: EdgeFactory) -> None:
+    """A freshly flashed box has no cameras yet: it must still be found, paired and
+    asked for its status, and say plainly why it will not record."""
+    edge = await make_edge([])
+    await edge.pair()
+    status = await edge.get("/status")
+    assert status["cameras"] == [] and status["name"] == "Lab one"
+    assert status["state"] == "error"
+    r = await edge.client.post(f"{P}/recording", json={"started_by": "ann"}, headers=edge.auth)
+    assert r.status == 409
+    body = await r.json()
+    assert body["error"] == "no_cameras" and "[[cameras]]" in body["detail"]
+    assert (await edge.get("/status"))["recording"] is None
+    assert "no cameras configured" in edge.service.errors()
