@@ -28,9 +28,9 @@ from pathlib import Path
 from edge import __version__
 from edge.clock import utc
 from edge.contract import CameraRecord, Manifest, Segment, StreamParams
-from edge.recorder.manifest import MANIFEST_NAME, segment_id, write_atomic
+from edge.files import fsync_dir, write_atomic
+from edge.recorder.manifest import MANIFEST_NAME, segment_id
 from edge.recorder.room import new_recording_id
-from edge.recorder.segment import fsync_dir
 
 BLOCK = 1 << 20
 SEGMENT_S = 60.0  # what a full segment stands for

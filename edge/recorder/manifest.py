@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 
 from edge.contract import (
@@ -21,7 +20,7 @@ from edge.contract import (
     Segment,
     StreamParams,
 )
-from edge.recorder.segment import fsync_dir
+from edge.files import write_atomic
 from edge.recorder.sources import StreamInfo
 
 MANIFEST_NAME = "manifest.json"
@@ -41,21 +40,6 @@ def segment_id(recording_id: str, file: str) -> str:
     """The opaque id of a segment: no path a client sends is ever opened."""
     digest = hashlib.sha256(f"{recording_id}/{file}".encode()).digest()[:12]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def write_atomic(path: Path, data: str) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data.encode())
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def load(path: Path) -> Manifest:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import av
 
-from edge.recorder.segment import fsync_dir
+from edge.files import fsync_dir
 
 
 def whole_fragments_end(path: Path) -> int:

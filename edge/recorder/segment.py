@@ -28,6 +28,7 @@ from av.container import OutputContainer
 from av.packet import Packet
 from av.stream import Stream
 
+from edge.files import fsync_dir
 from edge.recorder.sources import Source, StreamInfo
 
 MP4_CODECS = frozenset({"h264", "hevc", "mjpeg", "aac", "mp3", "opus", "alac", "ac3", "eac3"})
@@ -124,14 +125,6 @@ class _AppendOnlyFile:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
