@@ -4,6 +4,9 @@
   ``--validate-config``, only check the file: every error with its key path.
 - ``roomrec-edge sample-config``: a configuration with every key, type and default.
 - ``roomrec-edge panel-test --config FILE``: check the button and LED wiring.
+- ``roomrec-edge firstboot``: apply the boot partition's roomrec.toml (at boot, by systemd).
+- ``roomrec-edge image-settings IMAGE --room-name NAME ...``: write a box's first-boot
+  settings into a flashable image or onto a flashed card, without mounting it.
 - ``roomrec-edge run [--camera URL ...] [--storage DIR]``: record the room's cameras
   until stopped (Ctrl-C or SIGTERM). With no camera given, two synthetic test cameras.
 - ``roomrec-edge probe URL``: a camera's streams, codecs, keyframe interval and clock.
@@ -18,7 +21,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -26,10 +31,20 @@ from pathlib import Path
 
 from edge import __version__, systemd
 from edge.clock import NS, WallClock
-from edge.config import ConfigError, EdgeConfig
+from edge.config import ConfigError, EdgeConfig, parse_as
 from edge.config import load as load_config
 from edge.errors import EdgeError
+from edge.firstboot import (
+    SETTINGS_NAME,
+    FirstBootSettings,
+    parse_settings,
+    render_settings,
+    settings_dict,
+)
+from edge.firstboot import Paths as FirstBootPaths
+from edge.firstboot import apply as apply_firstboot
 from edge.gpio import make_factory
+from edge.imagefile import read_file, write_file
 from edge.paneltest import panel_test
 from edge.recorder.camera import CameraSettings
 from edge.recorder.manifest import Manifest
@@ -38,6 +53,7 @@ from edge.recorder.sources import Source, SourceTimeouts, make_source
 from edge.redact import RedactingFilter, Redactor, secrets_of_urls
 from edge.sampleconfig import render as render_sample
 from edge.service import EdgeService
+from edge.tomlwrite import dumps
 
 log = logging.getLogger("roomrec.edge")
 DEFAULT_CAMERAS = ("front=test:front", "back=test:back")
@@ -225,8 +241,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     sub.add_parser("sample-config", help="print a configuration with every key")
+    fb = sub.add_parser("firstboot", help="apply the boot partition's roomrec.toml")
+    defaults = FirstBootPaths()
+    fb.add_argument("--settings", type=Path, default=defaults.settings)
+    fb.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                    help=f"the edge configuration to update (default {defaults.config})")
+    fb.add_argument("--chrony-sources", type=Path, default=defaults.chrony_sources)
+    fb.add_argument("--hostname-file", type=Path, default=defaults.hostname)
+    fb.add_argument("--hosts-file", type=Path, default=defaults.hosts)
+    fb.add_argument("--machine-id-file", type=Path, default=defaults.machine_id)
+    fb.add_argument("--no-sethostname", action="store_true",
+                    help="write /etc/hostname only, do not rename the running system")
+
+    img = sub.add_parser("image-settings", help="write a box's first-boot settings into an "
+                                                "image or onto a flashed card")
+    img.add_argument("image", type=Path, help="the .img file, or the card's device")
+    img.add_argument("--room-name", help="the location's display name (required unless "
+                                         "--from or --show)")
+    img.add_argument("--room-id", help="the room's stable id (default: made at first boot)")
+    img.add_argument("--coordinator", help="the coordinator's host name or address "
+                                           "(the room's time source)")
+    code = img.add_mutually_exclusive_group()
+    code.add_argument("--code", help="the enrollment code the coordinator pairs with")
+    code.add_argument("--generate-code", action="store_true",
+                      help="make a random enrollment code and print it")
+    img.add_argument("--hostname", help="the box's host name (default: roomrec-<room id>)")
+    img.add_argument("--from", dest="from_file", type=Path,
+                     help="a roomrec.toml to write as it is (validated first)")
+    img.add_argument("--show", action="store_true",
+                     help="print the settings in the image, secrets hidden, and exit")
     panel = sub.add_parser("panel-test", help="check the button and LED wiring")
     panel.add_argument("--seconds", type=float, default=30.0)
+    panel.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                       help="the service's configuration (TOML)")
 
     run = sub.add_parser("run", help="record the cameras until stopped")
     run.add_argument("--camera", action="append", metavar="[NAME=]URL",
@@ -251,12 +298,76 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_firstboot(args: argparse.Namespace, config_path: Path) -> int:
+    paths = FirstBootPaths(settings=args.settings, config=config_path,
+                           chrony_sources=args.chrony_sources, hostname=args.hostname_file,
+                           hosts=args.hosts_file, machine_id=args.machine_id_file)
+    try:
+        outcome = apply_firstboot(paths, None if args.no_sethostname else socket.sethostname)
+    except ConfigError as e:
+        print(f"roomrec-edge firstboot: {args.settings} not applied: {e}", file=sys.stderr)
+        return 1
+    print(f"roomrec-edge firstboot: {outcome}", flush=True)
+    return 0
+
+
+def cmd_image_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        if args.show:
+            found = read_file(args.image, SETTINGS_NAME)
+            if found is None:
+                print(f"{args.image}: no {SETTINGS_NAME} on its boot partition")
+                return 1
+            shown = parse_settings(found.decode())
+            print(dumps(settings_dict(shown, with_secrets=False)), end="")
+            if shown.enrollment_code is not None:
+                print("# enrollment code: set (hidden)")
+            return 0
+        if args.from_file is not None:
+            settings = parse_settings(args.from_file.read_text())
+        else:
+            if not args.room_name:
+                parser.error("image-settings needs --room-name (or --from FILE)")
+            generated = secrets.token_hex(4) if args.generate_code else None
+            fields = {"room_name": args.room_name, "room_id": args.room_id,
+                      "coordinator": args.coordinator, "hostname": args.hostname,
+                      "enrollment_code": generated or args.code}
+            settings = parse_as(FirstBootSettings,
+                                {k: v for k, v in fields.items() if v is not None})
+        text = render_settings(settings)
+        part = write_file(args.image, SETTINGS_NAME, text.encode())
+        if read_file(args.image, SETTINGS_NAME) != text.encode():
+            print(f"roomrec-edge: {args.image}: {SETTINGS_NAME} did not read back the same",
+                  file=sys.stderr)
+            return 1
+    except ConfigError as e:
+        print(f"roomrec-edge image-settings: {e}", file=sys.stderr)
+        return 2
+    except (EdgeError, OSError) as e:
+        print(f"roomrec-edge image-settings: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.image}: wrote {SETTINGS_NAME} to partition {part.number} "
+          f"(room {settings.room_name!r}); it is applied at the box's first boot")
+    if args.generate_code and settings.enrollment_code is not None:
+        print(f"enrollment code: {settings.enrollment_code.get_secret_value()}")
+    return 0
+
+
+def cmd_tool(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The commands that neither run the service nor record."""
+    if args.command == "firstboot":
+        return cmd_firstboot(args, args.config or FirstBootPaths().config)
+    if args.command == "image-settings":
+        return cmd_image_settings(args, parser)
+    print(render_sample(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit per command
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "sample-config":
-        print(render_sample(), end="")
-        return 0
+    if args.command in ("sample-config", "firstboot", "image-settings"):
+        return cmd_tool(args, parser)
     if args.command in (None, "panel-test"):
         if args.config is None:
             parser.error("--config FILE is needed to run the service or the panel test")
