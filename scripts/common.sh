@@ -6,7 +6,10 @@ VENV=${ROOMREC_VENV:-$ROOT/.venv}
 
 # Debian packages: ffmpeg (ffprobe checks every file), the GStreamer RTSP server with
 # Debian's python3-gi (the test cameras), and the plugins that encode and packetize;
-# Debian's Chromium for the web page's tests (Playwright drives it; it never downloads one).
+# Debian's Chromium for the web page's tests (Playwright drives it; it never downloads one);
+# for the edge OS image: mmdebstrap and qemu-user-static (an arm64 root built on any
+# machine), genimage with dosfstools, mtools and e2fsprogs (the disk image, no loop
+# devices), qemu-system-arm (booting it in the tests).
 DEB_PACKAGES=(
   ffmpeg
   python3-gi
@@ -17,6 +20,15 @@ DEB_PACKAGES=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
   chromium
+  mmdebstrap
+  arch-test
+  qemu-user-static
+  binfmt-support
+  genimage
+  dosfstools
+  mtools
+  e2fsprogs
+  qemu-system-arm
 )
 
 as_root() {
