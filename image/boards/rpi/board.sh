@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # these variables are read by image/build, which sources this
+# Board "rpi": Raspberry Pi 4 and Pi 5 in one image, with Raspberry Pi OS's kernels and
+# boot firmware from the Raspberry Pi archive on top of Debian bookworm arm64.
+#   linux-image-rpi-v8    the Pi 4 kernel, copied to the boot partition as kernel8.img
+#   linux-image-rpi-2712  the Pi 5 kernel (16K pages), as kernel_2712.img
+#   raspi-firmware        start*.elf, fixup*.dat and the kernel hooks that copy kernels,
+#                         initramfs files, device trees and overlays to /boot/firmware
+# Sourced by image/build.
+
+BOARD_DESCRIPTION="Raspberry Pi 4 and 5"
+BOARD_PACKAGES=(raspberrypi-archive-keyring raspi-firmware linux-image-rpi-v8 linux-image-rpi-2712)
+RPI_ARCHIVE=${RPI_ARCHIVE:-http://archive.raspberrypi.com/debian}
+# The Raspberry Pi archive's signing key (raspberrypi.gpg.key), checked by fingerprint.
+RPI_KEY_URL=${RPI_KEY_URL:-$RPI_ARCHIVE/raspberrypi.gpg.key}
+RPI_KEY_FINGERPRINT=CF8A1AF502A2AA2D763BAE7E82B129927FA3303E
+BOARD_SOURCES=("deb $RPI_ARCHIVE bookworm main")
+BOARD_GPIO_BACKEND=rpi
+# Every storage driver a Pi 4/5 may boot from (SD, USB, NVMe): the generic set.
+BOARD_INITRAMFS_MODULES=most
+BOARD_INITRAMFS_EXTRA=()
+
+# Fails early, before anything is built, when the archive cannot be reached; then fetches
+# its key and checks the fingerprint. Leaves the key (binary keyring) in $1.
+board_prepare() {
+  local keyring=$1 tmp
+  echo "checking the Raspberry Pi archive ($RPI_ARCHIVE)"
+  if ! curl --silent --show-error --fail --max-time 20 --output /dev/null \
+      "$RPI_ARCHIVE/dists/bookworm/InRelease"; then
+    die "the Raspberry Pi archive $RPI_ARCHIVE cannot be reached (its kernels and boot" \
+        "firmware are needed for --board rpi); check the network or set RPI_ARCHIVE to a mirror"
+  fi
+  tmp=$(mktemp -d)
+  curl --silent --show-error --fail --max-time 60 --output "$tmp/key.asc" "$RPI_KEY_URL" \
+    || die "cannot download the Raspberry Pi archive key from $RPI_KEY_URL"
+  gpg --batch --quiet --no-default-keyring --keyring "$tmp/ring.gpg" --import "$tmp/key.asc"
+  if ! gpg --batch --no-default-keyring --keyring "$tmp/ring.gpg" --with-colons \
+      --fingerprint | grep -q "^fpr:::::::::$RPI_KEY_FINGERPRINT:"; then
+    die "the key at $RPI_KEY_URL is not $RPI_KEY_FINGERPRINT"
+  fi
+  gpg --batch --no-default-keyring --keyring "$tmp/ring.gpg" --export "$RPI_KEY_FINGERPRINT" \
+    > "$keyring"
+  rm -rf "$tmp"
+}
+
+# raspi-firmware's hooks copied the kernels and initramfs files; check it, add the boot
+# configuration, and make sure both boards' device trees are there.
+board_boot_files() {
+  local fw=$1/boot/firmware here=$BOARD_DIR f
+  install -m 0644 "$here/config.txt" "$fw/config.txt"
+  install -m 0644 "$here/cmdline.txt" "$fw/cmdline.txt"
+  for f in kernel8.img initramfs8 kernel_2712.img initramfs_2712 \
+           bcm2711-rpi-4-b.dtb bcm2712-rpi-5-b.dtb start4.elf fixup4.dat; do
+    [ -e "$fw/$f" ] || die "the boot partition lacks $f (raspi-firmware's hooks did not run?)"
+  done
+}
+
+BOARD_BOOT_SIZE=512M
+BOARD_ROOT_SIZE=3G
