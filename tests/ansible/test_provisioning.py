@@ -17,12 +17,13 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -67,10 +68,15 @@ def _require_tools() -> None:
     if not ANSIBLE_PLAYBOOK.exists():
         missing.append("ansible-playbook in this venv (the test extra's ansible)")
     if missing:
-        reason = "the Ansible tests need " + ", ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        _skip_or_fail(", ".join(missing))
+
+
+def _skip_or_fail(what: str) -> NoReturn:
+    """Skip for want of a tool, with the reason; in CI (CI=true) fail instead."""
+    reason = f"the Ansible tests need {what}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def _inventory(roots: dict[str, Path], wheel: Path) -> dict[str, Any]:
@@ -374,3 +380,52 @@ def test_bad_value_fails_at_validate_and_keeps_the_good_config(
     still = in_root(site.roots[ROOM], "/usr/local/bin/roomrec-edge", "--config",
                     "/etc/roomrec/edge.toml", "--validate-config")
     assert still.returncode == 0, still.stderr
+
+
+@pytest.fixture
+def loop_device(site: Site) -> Iterator[str]:
+    """A 64 MiB blank block device (a loop device over a sparse file), also present in the
+    room's root at the same path. Detached afterwards."""
+    if shutil.which("losetup") is None:
+        _skip_or_fail("losetup (util-linux) for the data device")
+    image = site.folder / "data.img"
+    with image.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    attach = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
+                            text=True, timeout=30, check=False)
+    if attach.returncode != 0:
+        _skip_or_fail(f"a loop device (losetup: {attach.stderr.strip()})")
+    device = attach.stdout.strip()
+    node = site.file(ROOM, device)
+    try:
+        node.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(node, stat.S_IFBLK | 0o600, Path(device).stat().st_rdev)
+        yield device
+    finally:
+        node.unlink(missing_ok=True)
+        subprocess.run(["losetup", "--detach", device], capture_output=True, timeout=30,
+                       check=True)
+
+
+
+
+def _blkid(device: str) -> dict[str, str]:
+    out = subprocess.run(["blkid", "--output", "export", device], capture_output=True,
+                         text=True, timeout=30, check=False).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_data_device_gets_ext4_once_and_an_fstab_entry(site: Site, loop_device: str) -> None:
+    assert _blkid(loop_device) == {}  # blank
+    args = ("--limit", ROOM, "--extra-vars", f"roomrec_edge_data_device={loop_device}")
+    first = site.run("site.yml", *args)
+    assert first.returncode == 0, first.explain()
+    made = _blkid(loop_device)
+    assert made.get("TYPE") == "ext4", made
+    fstab = site.file(ROOM, "/etc/fstab").read_text().splitlines()
+    assert f"{loop_device} {EDGE_STORAGE} ext4 noatime 0 0" in fstab
+
+    again = site.run("site.yml", *args)
+    assert again.returncode == 0, again.explain()
+    assert again.stats[ROOM]["changed"] == 0, again.changed_tasks()
+    assert _blkid(loop_device)["UUID"] == made["UUID"]  # not made again
