@@ -9,6 +9,8 @@ BOARD_DESCRIPTION="qemu-system-aarch64 -M virt (CI)"
 BOARD_PACKAGES=(linux-image-arm64)
 BOARD_SOURCES=()
 BOARD_GPIO_BACKEND=sim
+# pip packages for the edge's venv beyond roomrec's own dependencies
+BOARD_PIP_EXTRA=()
 # The virt machine's disk, PCI and network are virtio; only those modules go into the
 # initramfs (MODULES=list), which keeps it small and quick to build under emulation.
 BOARD_INITRAMFS_MODULES=list
