@@ -16,6 +16,9 @@ RPI_KEY_URL=${RPI_KEY_URL:-$RPI_ARCHIVE/raspberrypi.gpg.key}
 RPI_KEY_FINGERPRINT=CF8A1AF502A2AA2D763BAE7E82B129927FA3303E
 BOARD_SOURCES=("deb $RPI_ARCHIVE bookworm main")
 BOARD_GPIO_BACKEND=rpi
+# The button and LED through rpi-lgpio: RPi.GPIO's API on the kernel's gpiochip
+# interface, for Pi 4 and Pi 5 alike (RPi.GPIO itself does not drive a Pi 5)
+BOARD_PIP_EXTRA=(rpi-lgpio)
 # Every storage driver a Pi 4/5 may boot from (SD, USB, NVMe): the generic set.
 BOARD_INITRAMFS_MODULES=most
 BOARD_INITRAMFS_EXTRA=()
@@ -43,15 +46,34 @@ board_prepare() {
   rm -rf "$tmp"
 }
 
-# raspi-firmware's hooks copied the kernels and initramfs files; check it, add the boot
-# configuration, and make sure both boards' device trees are there.
+# raspi-firmware's hooks copy the kernels, initramfs files and device trees to the boot
+# partition; where a file is missing (the hooks changed, or did not run in the chroot) it
+# is copied here, then the boot configuration is added and the result checked.
 board_boot_files() {
-  local fw=$1/boot/firmware here=$BOARD_DIR f
+  local root=$1 fw=$1/boot/firmware here=$BOARD_DIR flavour name initrd f kernel dtbs
+  for flavour in v8:kernel8.img:initramfs8 2712:kernel_2712.img:initramfs_2712; do
+    IFS=: read -r flavour name initrd <<< "$flavour"
+    kernel=$(find "$root/boot" -maxdepth 1 -name "vmlinuz-*-rpi-$flavour" | sort -V | tail -n 1)
+    [ -n "$kernel" ] || die "no linux-image-rpi-$flavour kernel in $root/boot"
+    [ -e "$fw/$name" ] || install -m 0644 "$kernel" "$fw/$name"
+    [ -e "$fw/$initrd" ] || install -m 0644 "${kernel/vmlinuz-/initrd.img-}" "$fw/$initrd"
+    dtbs=$root/usr/lib/linux-image-${kernel##*/vmlinuz-}
+    if [ -d "$dtbs/broadcom" ]; then
+      cp -n "$dtbs"/broadcom/*.dtb "$fw/"
+    fi
+    if [ -d "$dtbs/overlays" ]; then
+      mkdir -p "$fw/overlays"
+      cp -Rn "$dtbs/overlays/." "$fw/overlays/"
+    fi
+  done
+  if [ ! -e "$fw/start4.elf" ] && [ -d "$root/usr/lib/raspi-firmware" ]; then
+    cp -n "$root"/usr/lib/raspi-firmware/* "$fw/"
+  fi
   install -m 0644 "$here/config.txt" "$fw/config.txt"
   install -m 0644 "$here/cmdline.txt" "$fw/cmdline.txt"
   for f in kernel8.img initramfs8 kernel_2712.img initramfs_2712 \
            bcm2711-rpi-4-b.dtb bcm2712-rpi-5-b.dtb start4.elf fixup4.dat; do
-    [ -e "$fw/$f" ] || die "the boot partition lacks $f (raspi-firmware's hooks did not run?)"
+    [ -e "$fw/$f" ] || die "the boot partition lacks $f"
   done
 }
 
