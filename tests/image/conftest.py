@@ -167,6 +167,8 @@ def qemu_argv(kernel: Path, initrd: Path, cmdline: str, disk: Path, port: int,
 def booted(qemu_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     require_root("the tap device and the network namespace need CAP_NET_ADMIN")
     require("qemu-system-aarch64", "sfdisk", "mcopy", "mdir", "ip", "unshare")
+    if not Path("/dev/net/tun").exists():
+        pytest.fail("the image test needs /dev/net/tun for the tap device of its mDNS link")
     work = tmp_path_factory.mktemp("boot")
     disk = work / "disk.img"
     # a copy (the built image stays as it is), on a bigger "card": the first boot grows
