@@ -27,6 +27,7 @@ BOARD_INITRAMFS_EXTRA=()
 # its key and checks the fingerprint. Leaves the key (binary keyring) in $1.
 board_prepare() {
   local keyring=$1 tmp
+  command -v gpg > /dev/null || die "gpg is needed to check the Raspberry Pi archive's key (Debian: gnupg)"
   echo "checking the Raspberry Pi archive ($RPI_ARCHIVE)"
   if ! curl --silent --show-error --fail --max-time 20 --output /dev/null \
       "$RPI_ARCHIVE/dists/bookworm/InRelease"; then
