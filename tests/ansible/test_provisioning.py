@@ -84,37 +84,37 @@ def _inventory(roots: dict[str, Path], wheel: Path) -> dict[str, Any]:
         "ansible_connection": "community.general.chroot",
         "ansible_become": False,  # already root; a bare root has no sudo
         "ansible_python_interpreter": "/usr/bin/python3",
-        "roomrec_common_time_server": TIME_SERVER,
-        "roomrec_edge_wheel": str(wheel),
-        "roomrec_coordinator_wheel": str(wheel),
-        "roomrec_edge_pip_extra_args": OFFLINE_PIP_ARGS,
-        "roomrec_coordinator_pip_extra_args": OFFLINE_PIP_ARGS,
+        "common_time_server": TIME_SERVER,
+        "edge_wheel": str(wheel),
+        "coordinator_wheel": str(wheel),
+        "edge_pip_extra_args": OFFLINE_PIP_ARGS,
+        "coordinator_pip_extra_args": OFFLINE_PIP_ARGS,
     }
     coordinator = {
         "ansible_host": str(roots[COORDINATOR]),
-        "roomrec_common_chrony_serve": True,
-        "roomrec_common_chrony_allow": ROOM_SUBNETS,
-        "roomrec_common_journald_storage": "persistent",
-        "roomrec_coordinator_storage_path": CENTRAL_STORAGE,
-        "roomrec_coordinator_api_host": "127.0.0.1",
-        "roomrec_coordinator_api_port": 0,  # the service prints the port it got
-        "roomrec_coordinator_secure_cookies": False,
-        "roomrec_coordinator_discovery_enabled": False,
-        "roomrec_coordinator_first_admin_password": "test-admin-password",
+        "common_chrony_serve": True,
+        "common_chrony_allow": ROOM_SUBNETS,
+        "common_journald_storage": "persistent",
+        "coordinator_storage_path": CENTRAL_STORAGE,
+        "coordinator_api_host": "127.0.0.1",
+        "coordinator_api_port": 0,  # the service prints the port it got
+        "coordinator_secure_cookies": False,
+        "coordinator_discovery_enabled": False,
+        "coordinator_first_admin_password": "test-admin-password",
     }
     room = {
         "ansible_host": str(roots[ROOM]),
-        "roomrec_edge_room_name": "Simulation lab 1",
-        "roomrec_edge_cameras": [{"name": "front", "url": "test:front?size=320x180&fps=5",
+        "edge_room_name": "Simulation lab 1",
+        "edge_cameras": [{"name": "front", "url": "test:front?size=320x180&fps=5",
                                   "username": "viewer", "password": CAMERA_PASSWORD}],
-        "roomrec_edge_enrollment_code": CODE,
-        "roomrec_edge_gpio_backend": "sim",
-        "roomrec_edge_storage_path": EDGE_STORAGE,
-        "roomrec_edge_reserve_mb": 64,
-        "roomrec_edge_api_host": "127.0.0.1",
-        "roomrec_edge_api_port": 0,
-        "roomrec_edge_announce_enabled": False,
-        "roomrec_edge_require_clock_sync": False,
+        "edge_enrollment_code": CODE,
+        "edge_gpio_backend": "sim",
+        "edge_storage_path": EDGE_STORAGE,
+        "edge_reserve_mb": 64,
+        "edge_api_host": "127.0.0.1",
+        "edge_api_port": 0,
+        "edge_announce_enabled": False,
+        "edge_require_clock_sync": False,
     }
     return {"all": {"vars": common, "children": {
         "coordinator": {"hosts": {COORDINATOR: coordinator}},
@@ -360,9 +360,9 @@ def test_edge_starts_from_its_unit_and_answers_health(site: Site) -> None:
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    ({"roomrec_edge_cameras": [{"name": "front", "url": "rtsp://viewer:secret@192.0.2.21/s1"}]},
+    ({"edge_cameras": [{"name": "front", "url": "rtsp://viewer:secret@192.0.2.21/s1"}]},
      "put credentials in username/password"),
-    ({"roomrec_edge_button_pin": 17, "roomrec_edge_led_pin": 17}, "used twice"),
+    ({"edge_button_pin": 17, "edge_led_pin": 17}, "used twice"),
 ], ids=["credentials-in-camera-url", "pin-used-twice"])
 def test_bad_value_fails_at_validate_and_keeps_the_good_config(
         site: Site, bad: dict[str, Any], message: str) -> None:
@@ -417,7 +417,7 @@ def _blkid(device: str) -> dict[str, str]:
 
 def test_data_device_gets_ext4_once_and_an_fstab_entry(site: Site, loop_device: str) -> None:
     assert _blkid(loop_device) == {}  # blank
-    args = ("--limit", ROOM, "--extra-vars", f"roomrec_edge_data_device={loop_device}")
+    args = ("--limit", ROOM, "--extra-vars", f"edge_data_device={loop_device}")
     first = site.run("site.yml", *args)
     assert first.returncode == 0, first.explain()
     made = _blkid(loop_device)

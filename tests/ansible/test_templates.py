@@ -55,15 +55,15 @@ def _inventory(tmp_path: Path) -> None:
 def test_edge_values_survive_quoting(tmp_path: Path) -> None:
     _inventory(tmp_path)
     text = _render(tmp_path, "edge", "edge.toml.j2", {
-        "roomrec_edge_room_id": "sim-lab-1",
-        "roomrec_edge_room_name": NASTY,
-        "roomrec_edge_cameras": [
+        "edge_room_id": "sim-lab-1",
+        "edge_room_name": NASTY,
+        "edge_cameras": [
             {"name": "front", "url": "rtsp://192.0.2.21:554/s1", "username": "viewer",
              "password": NASTY},
             {"name": "back", "url": "test:back?size=320x180&fps=5"},
         ],
-        "roomrec_edge_enrollment_code": "c0de \"x\"",
-        "roomrec_edge_button_pin": 5, "roomrec_edge_led_pin": 6, "roomrec_edge_tally_pin": 13,
+        "edge_enrollment_code": "c0de \"x\"",
+        "edge_button_pin": 5, "edge_led_pin": 6, "edge_tally_pin": 13,
     })
     config = edge_config.parse(tomllib.loads(text))
     assert config.room.name == NASTY
@@ -82,8 +82,8 @@ def test_edge_values_survive_quoting(tmp_path: Path) -> None:
 def test_edge_defaults_leave_pins_and_code_to_the_edge(tmp_path: Path) -> None:
     _inventory(tmp_path)
     text = _render(tmp_path, "edge", "edge.toml.j2", {
-        "roomrec_edge_room_id": "interview-1",
-        "roomrec_edge_cameras": [{"name": "room", "url": "test:room"}],
+        "edge_room_id": "interview-1",
+        "edge_cameras": [{"name": "room", "url": "test:room"}],
     })
     data = tomllib.loads(text)
     assert data["gpio"] == {"backend": "rpi"}
@@ -99,7 +99,7 @@ def test_edge_defaults_leave_pins_and_code_to_the_edge(tmp_path: Path) -> None:
 
 def test_edge_with_no_cameras_yet(tmp_path: Path) -> None:
     _inventory(tmp_path)
-    text = _render(tmp_path, "edge", "edge.toml.j2", {"roomrec_edge_room_id": "new-box"})
+    text = _render(tmp_path, "edge", "edge.toml.j2", {"edge_room_id": "new-box"})
     data = tomllib.loads(text)
     assert data["cameras"] == []
     assert edge_config.parse(data).cameras == []
@@ -108,15 +108,15 @@ def test_edge_with_no_cameras_yet(tmp_path: Path) -> None:
 def test_coordinator_s3(tmp_path: Path) -> None:
     _inventory(tmp_path)
     text = _render(tmp_path, "coordinator", "coordinator.toml.j2", {
-        "roomrec_coordinator_storage_kind": "s3",
-        "roomrec_coordinator_storage_spool": "/var/lib/roomrec/spool",
-        "roomrec_coordinator_s3_endpoint_url": "https://s3.lab.example",
-        "roomrec_coordinator_s3_bucket": "roomrec",
-        "roomrec_coordinator_s3_prefix": "lab-a/",
-        "roomrec_coordinator_s3_access_key": "roomrec",
-        "roomrec_coordinator_s3_secret_key": NASTY,
-        "roomrec_coordinator_gather_max_mbps": 200,
-        "roomrec_coordinator_first_admin_password": NASTY,
+        "coordinator_storage_kind": "s3",
+        "coordinator_storage_spool": "/var/lib/roomrec/spool",
+        "coordinator_s3_endpoint_url": "https://s3.lab.example",
+        "coordinator_s3_bucket": "roomrec",
+        "coordinator_s3_prefix": "lab-a/",
+        "coordinator_s3_access_key": "roomrec",
+        "coordinator_s3_secret_key": NASTY,
+        "coordinator_gather_max_mbps": 200,
+        "coordinator_first_admin_password": NASTY,
     })
     config = coordinator_config.parse(tomllib.loads(text))
     assert config.storage.kind == "s3"

@@ -115,8 +115,8 @@ def test_playbook_is_valid_against_the_roles(tmp_path: Path) -> None:
 
 def test_image_room_is_the_placeholder_the_first_boot_replaces() -> None:
     play = (IMAGE / "edge-image.yml").read_text()
-    room_id = re.search(r"^\s+roomrec_edge_room_id: (\S+)", play, re.MULTILINE)
-    name = re.search(r"^\s+roomrec_edge_room_name: (.+?)\s*$", play, re.MULTILINE)
+    room_id = re.search(r"^\s+edge_room_id: (\S+)", play, re.MULTILINE)
+    name = re.search(r"^\s+edge_room_name: (.+?)\s*$", play, re.MULTILINE)
     assert room_id and name, "edge-image.yml sets the image's room"
     # any other id would be kept by the first boot: every box would announce the same room
     assert room_id.group(1) == UNCONFIGURED_ROOM_ID
