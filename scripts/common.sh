@@ -9,7 +9,8 @@ VENV=${ROOMREC_VENV:-$ROOT/.venv}
 # Debian's Chromium for the web page's tests (Playwright drives it; it never downloads one);
 # for the edge OS image: mmdebstrap and qemu-user-static (an arm64 root built on any
 # machine), genimage with dosfstools, mtools and e2fsprogs (the disk image, no loop
-# devices), qemu-system-arm (booting it in the tests).
+# devices), qemu-system-arm and fdisk's sfdisk (booting it in the tests), shellcheck
+# (the image scripts are checked).
 DEB_PACKAGES=(
   ffmpeg
   python3-gi
@@ -29,6 +30,8 @@ DEB_PACKAGES=(
   mtools
   e2fsprogs
   qemu-system-arm
+  fdisk
+  shellcheck
 )
 
 as_root() {
