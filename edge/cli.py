@@ -250,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--hostname-file", type=Path, default=defaults.hostname)
     fb.add_argument("--hosts-file", type=Path, default=defaults.hosts)
     fb.add_argument("--machine-id-file", type=Path, default=defaults.machine_id)
+    fb.add_argument("--authorized-keys-file", type=Path, default=defaults.authorized_keys)
     fb.add_argument("--no-sethostname", action="store_true",
                     help="write /etc/hostname only, do not rename the running system")
 
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("--generate-code", action="store_true",
                       help="make a random enrollment code and print it")
     img.add_argument("--hostname", help="the box's host name (default: roomrec-<room id>)")
+    img.add_argument("--ssh-key", action="append", type=Path, metavar="FILE.pub",
+                     help="a public key that may log in as root over SSH, e.g. for Ansible "
+                          "(repeat for more)")
     img.add_argument("--from", dest="from_file", type=Path,
                      help="a roomrec.toml to write as it is (validated first)")
     img.add_argument("--show", action="store_true",
@@ -301,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_firstboot(args: argparse.Namespace, config_path: Path) -> int:
     paths = FirstBootPaths(settings=args.settings, config=config_path,
                            chrony_sources=args.chrony_sources, hostname=args.hostname_file,
-                           hosts=args.hosts_file, machine_id=args.machine_id_file)
+                           hosts=args.hosts_file, machine_id=args.machine_id_file,
+                           authorized_keys=args.authorized_keys_file)
     try:
         outcome = apply_firstboot(paths, None if args.no_sethostname else socket.sethostname)
     except ConfigError as e:
@@ -329,9 +334,10 @@ def cmd_image_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
             if not args.room_name:
                 parser.error("image-settings needs --room-name (or --from FILE)")
             generated = secrets.token_hex(4) if args.generate_code else None
+            keys = ([k.read_text().strip() for k in args.ssh_key] if args.ssh_key else None)
             fields = {"room_name": args.room_name, "room_id": args.room_id,
                       "coordinator": args.coordinator, "hostname": args.hostname,
-                      "enrollment_code": generated or args.code}
+                      "enrollment_code": generated or args.code, "ssh_authorized_keys": keys}
             settings = parse_as(FirstBootSettings,
                                 {k: v for k, v in fields.items() if v is not None})
         text = render_settings(settings)

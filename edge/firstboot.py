@@ -8,6 +8,7 @@ settings (`roomrec-edge image-settings`, or any text editor on the FAT partition
     coordinator = "coordinator.lab"         # optional: the time source (chrony)
     enrollment_code = "7f3a-91c2"           # optional: pairs without a button press
     hostname = "roomrec-sim-lab-1"          # optional
+    ssh_authorized_keys = ["ssh-ed25519 AAAA... admin@lab"]   # optional: for Ansible
     [[cameras]]                             # optional: the edge.toml camera tables
     name = "front"
     url = "rtsp://192.0.2.21/stream1"
@@ -15,7 +16,8 @@ settings (`roomrec-edge image-settings`, or any text editor on the FAT partition
 At boot, before the edge service and chrony, `roomrec-edge firstboot` applies the file:
 the room's id and name, the enrollment code and any cameras go into the edge's
 configuration (validated as a whole first: a bad setting changes nothing), the
-coordinator becomes chrony's time source, and the hostname is set. Then the file is
+coordinator becomes chrony's time source, the hostname is set, and the SSH keys may log
+in as root (the image allows keys only, never passwords). Then the file is
 renamed `roomrec.toml.applied`, with its secrets removed: the enrollment code and camera
 passwords do not stay on a partition anyone can read. A file that cannot be applied is
 left in place, with the reasons beside it in `roomrec.toml.error`.
@@ -53,6 +55,9 @@ SETTINGS_NAME = "roomrec.toml"
 APPLIED_SUFFIX = ".applied"
 ERROR_SUFFIX = ".error"
 CHRONY_SOURCES = Path("/etc/chrony/sources.d/roomrec.sources")
+SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)"
+                        r"|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)"
+                        r" [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                          r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
@@ -73,6 +78,17 @@ class FirstBootSettings(Strict):
                                  description="the box's host name; unset: roomrec-<room id>")
     cameras: list[CameraConfig] | None = Field(default=None,
                                                description="replace the room's cameras")
+    ssh_authorized_keys: list[str] | None = Field(
+        default=None, description="OpenSSH public keys that may log in as root (Ansible)")
+
+    @field_validator("ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, value: list[str] | None) -> list[str] | None:
+        for i, key in enumerate(value or []):
+            if not SSH_KEY_RE.match(key.strip()):
+                raise ValueError(f"entry {i + 1} is not an OpenSSH public key "
+                                 "(\"ssh-ed25519 AAAA... comment\"): give the .pub file's line")
+        return value
 
     @field_validator("coordinator")
     @classmethod
@@ -147,6 +163,7 @@ class Paths:
     hostname: Path = Path("/etc/hostname")
     hosts: Path = Path("/etc/hosts")
     machine_id: Path = Path("/etc/machine-id")
+    authorized_keys: Path = Path("/root/.ssh/authorized_keys")
 
 
 @dataclass
@@ -241,6 +258,11 @@ def apply(paths: Paths, set_hostname: Callable[[str], None] | None = None,
                      "# the coordinator serves the rooms' time (written by roomrec first boot)"
                      f"\nserver {settings.coordinator} iburst prefer\n")
         out.changed.append(f"time from {settings.coordinator}")
+    if settings and settings.ssh_authorized_keys is not None:
+        paths.authorized_keys.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(paths.authorized_keys,
+                     "".join(k.strip() + "\n" for k in settings.ssh_authorized_keys), 0o600)
+        out.changed.append(f"{len(settings.ssh_authorized_keys)} SSH key(s)")
     hostname = (settings.hostname if settings else None) or derived_hostname(out.room_id or "")
     _apply_hostname(paths, hostname, set_hostname)
     out.changed.append(f"hostname {hostname}")

@@ -31,10 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "edge" / "data" / "roomrec-edge.toml"
 CODE = "enrol-5e1f-77"
 CAM_SECRET = "s3cr3t-pw"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7mO3yKk0r0Zc7z0Yw9f8o1a2b3c4d5e6f7g8h9 admin@lab"
 SETTINGS = f"""
 room_name = "Simulation lab 2"
 coordinator = "coordinator.lab.example"
 enrollment_code = "{CODE}"
+ssh_authorized_keys = ["{SSH_KEY}"]
 [[cameras]]
 name = "overview"
 url = "rtsp://192.0.2.30/stream1"
@@ -63,7 +65,8 @@ def box(tmp_path: Path) -> Paths:
                   config=tmp_path / "etc" / "roomrec" / "edge.toml",
                   chrony_sources=tmp_path / "etc" / "chrony" / "sources.d" / "roomrec.sources",
                   hostname=tmp_path / "etc" / "hostname", hosts=tmp_path / "etc" / "hosts",
-                  machine_id=tmp_path / "etc" / "machine-id")
+                  machine_id=tmp_path / "etc" / "machine-id",
+                  authorized_keys=tmp_path / "root" / ".ssh" / "authorized_keys")
     paths.config.write_text(image_config())
     paths.config.chmod(0o640)
     paths.machine_id.write_text("3fa9c2d41e6b4c0d9a8877665544aa00\n")
@@ -93,6 +96,9 @@ def test_settings_are_applied_and_their_secrets_leave_the_boot_partition(box: Pa
     assert box.hosts.read_text().splitlines() == [
         "127.0.0.1\tlocalhost", "127.0.1.1\troomrec-simulation-lab-2-3fa9c2"]
     assert names == ["roomrec-simulation-lab-2-3fa9c2"]
+    assert box.authorized_keys.read_text() == SSH_KEY + "\n"
+    assert box.authorized_keys.stat().st_mode & 0o777 == 0o600
+    assert box.authorized_keys.parent.stat().st_mode & 0o777 == 0o700
     assert outcome.room_id == config.room.id and "enrollment code" in str(outcome)
 
     boot = box.settings.parent
@@ -149,6 +155,8 @@ def test_an_unconfigured_box_gets_an_id_of_its_own(box: Paths, tmp_path: Path) -
      '[[cameras]]\nname = "a"\nurl = "test:b"\n', "camera names must be unique"),
     ('room_nam = "Lab"\n', "room_nam: Extra inputs are not permitted"),
     ('room_name = "Lab\n', "not valid TOML"),
+    ('room_name = "Lab"\nssh_authorized_keys = ["-----BEGIN OPENSSH PRIVATE KEY-----"]\n',
+     "entry 1 is not an OpenSSH public key"),
 ])
 def test_bad_settings_change_nothing_and_say_why_beside_the_file(
         box: Paths, settings: str, expected: str) -> None:
@@ -161,6 +169,7 @@ def test_bad_settings_change_nothing_and_say_why_beside_the_file(
     error = box.settings.with_name("roomrec.toml.error").read_text()
     assert expected.removeprefix("coordinator: Value error, ") in error
     assert not box.chrony_sources.exists() and not box.hostname.exists()
+    assert not box.authorized_keys.exists()
     box.settings.write_text('room_name = "Lab"\n')  # mended: applied, the error file goes
     apply(box)
     assert not box.settings.with_name("roomrec.toml.error").exists()
@@ -193,8 +202,10 @@ def test_settings_written_into_an_image_are_applied_at_first_boot(
     img = tmp_path / "roomrec-edge.img"
     make_image(img)
     assert boot_partition(img).start == 2048 * 512
+    key = tmp_path / "admin.pub"
+    key.write_text(SSH_KEY + "\n")
     done = edge_cli("image-settings", str(img), "--room-name", "Interview 1",
-                    "--coordinator", "192.0.2.5", "--generate-code")
+                    "--coordinator", "192.0.2.5", "--generate-code", "--ssh-key", str(key))
     assert done.returncode == 0, done.stderr
     code = done.stdout.rsplit("enrollment code: ", 1)[1].strip()
     assert len(code) == 8
@@ -209,12 +220,14 @@ def test_settings_written_into_an_image_are_applied_at_first_boot(
     fb = edge_cli("firstboot", "--settings", str(box.settings), "--config", str(box.config),
                   "--chrony-sources", str(box.chrony_sources), "--hostname-file",
                   str(box.hostname), "--hosts-file", str(box.hosts), "--machine-id-file",
-                  str(box.machine_id), "--no-sethostname")
+                  str(box.machine_id), "--authorized-keys-file", str(box.authorized_keys),
+                  "--no-sethostname")
     assert fb.returncode == 0, fb.stderr
     config = load(box.config)
     assert config.room.name == "Interview 1"
     assert config.pairing.code is not None and config.pairing.code.get_secret_value() == code
     assert "server 192.0.2.5 iburst" in box.chrony_sources.read_text()
+    assert box.authorized_keys.read_text() == SSH_KEY + "\n"
     assert code not in fb.stdout + fb.stderr
 
 

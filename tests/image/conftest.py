@@ -112,6 +112,8 @@ class Booted:
     root_size: int             # the root partition's size in the image as built
     api: str                   # http://127.0.0.1:PORT/api/v1
     code: str                  # the enrollment code written into roomrec.toml
+    ssh_port: int              # 127.0.0.1 port forwarded to the box's SSH
+    ssh_key: Path              # the private key whose public half roomrec.toml carries
     probe: Drained             # the mDNS browser's JSON lines
     deadline: float            # time.monotonic() by which every check is done
     facts: dict[str, object] = field(default_factory=dict)
@@ -144,7 +146,7 @@ def stop_probe(proc: subprocess.Popen[bytes]) -> None:
 
 
 def qemu_argv(kernel: Path, initrd: Path, cmdline: str, disk: Path, port: int,
-              tap_fd: int) -> list[str]:
+              ssh_port: int, tap_fd: int) -> list[str]:
     return [
         "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
         "-accel", "tcg,thread=multi", "-nodefaults", "-display", "none", "-no-reboot",
@@ -153,8 +155,9 @@ def qemu_argv(kernel: Path, initrd: Path, cmdline: str, disk: Path, port: int,
         "-append", f"{cmdline} systemd.journald.forward_to_console=1",
         "-drive", f"file={disk},format=raw,if=none,id=disk0,discard=unmap",
         "-device", "virtio-blk-pci,drive=disk0",
-        # the LAN: user networking (DHCP), nothing reachable but the forwarded API port
-        "-netdev", f"user,id=lan,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:8080",
+        # the LAN: user networking (DHCP), nothing reachable but the forwarded API and SSH
+        "-netdev", f"user,id=lan,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:8080,"
+                   f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=lan,mac=52:54:00:72:72:01",
         # the mDNS link: the tap, whose other end is the probe's namespace
         "-netdev", f"tap,id=link,fd={tap_fd}",
@@ -166,7 +169,8 @@ def qemu_argv(kernel: Path, initrd: Path, cmdline: str, disk: Path, port: int,
 @pytest.fixture(scope="module")
 def booted(qemu_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     require_root("the tap device and the network namespace need CAP_NET_ADMIN")
-    require("qemu-system-aarch64", "sfdisk", "mcopy", "mdir", "ip", "unshare")
+    require("qemu-system-aarch64", "sfdisk", "mcopy", "mdir", "ip", "unshare", "ssh",
+            "ssh-keygen")
     if not Path("/dev/net/tun").exists():
         pytest.fail("the image test needs /dev/net/tun for the tap device of its mDNS link")
     work = tmp_path_factory.mktemp("boot")
@@ -176,9 +180,12 @@ def booted(qemu_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     parts = partitions(disk)
     os.truncate(disk, disk.stat().st_size + GROW_BY)
     code = secrets.token_hex(6)
+    ssh_key = work / "admin_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test",
+                    "-f", str(ssh_key)], check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "edge", "image-settings", str(disk),
-                    "--room-name", ROOM_NAME, "--code", code], check=True, cwd=REPO,
-                   capture_output=True)
+                    "--room-name", ROOM_NAME, "--code", code,
+                    "--ssh-key", f"{ssh_key}.pub"], check=True, cwd=REPO, capture_output=True)
     boot = parts[0].start
     for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
         fat_read(disk, boot, name, work / name)
@@ -194,13 +201,14 @@ def booted(qemu_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         probe.stdin.write(b"moved\n")
         probe.stdin.flush()
         probe_out.wait_for(lambda line: '"ready"' in line, 30, "the mDNS probe getting ready")
-        port = free_tcp_port()
-        vm = Vm(qemu_argv(work / "vmlinuz", work / "initrd.img", cmdline, disk, port, tap_fd),
-                work, pass_fds=[tap_fd])
+        port, ssh_port = free_tcp_port(), free_tcp_port()
+        vm = Vm(qemu_argv(work / "vmlinuz", work / "initrd.img", cmdline, disk, port,
+                          ssh_port, tap_fd), work, pass_fds=[tap_fd])
         os.close(tap_fd)
         tap_fd = -1
         yield Booted(vm=vm, disk=disk, boot_offset=boot, root_size=parts[1].size,
-                     api=f"http://127.0.0.1:{port}/api/v1", code=code, probe=probe_out,
+                     api=f"http://127.0.0.1:{port}/api/v1", code=code, ssh_port=ssh_port,
+                     ssh_key=ssh_key, probe=probe_out,
                      deadline=vm.started + BOOT_BUDGET_S)
     finally:
         try:

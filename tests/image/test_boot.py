@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -134,6 +135,26 @@ def test_status_after_pairing_names_the_room(booted: Booted) -> None:
     assert st["paired"] is True
     # the root was grown to the bigger disk: more free than the whole root as built
     assert st["disk"]["free_bytes"] > booted.root_size, (st["disk"], booted.root_size)
+
+
+def test_reachable_for_ansible_over_ssh_with_the_key_from_roomrec_toml(booted: Booted) -> None:
+    """What Ansible needs: root over SSH with the key the first boot installed; passwords
+    are refused; the host keys are the box's own, made at its first boot."""
+    health(booted)  # booted and serving
+    base = ["ssh", "-p", str(booted.ssh_port), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"]
+    done = subprocess.run([*base, "-i", str(booted.ssh_key), "-o", "IdentitiesOnly=yes",
+                           "root@127.0.0.1", "systemctl is-active roomrec-edge; "
+                           "ls /etc/ssh/ssh_host_ed25519_key; python3 -c 'print(1+1)'"],
+                          capture_output=True, text=True, timeout=max(booted.left(), 60),
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["active", "/etc/ssh/ssh_host_ed25519_key", "2"], done.stdout
+    refused = subprocess.run([*base, "-o", "PreferredAuthentications=password,keyboard-"
+                              "interactive", "root@127.0.0.1", "true"], capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
 
 
 def test_powers_off_cleanly_with_the_settings_retired(booted: Booted) -> None:
