@@ -90,12 +90,16 @@ def write_file(image: Path, name: str, data: bytes) -> Partition:
     return part
 
 
+def list_files(image: Path) -> list[str]:
+    """The names at the top of the image's boot partition."""
+    listing = _mtools(["mdir", "-b", "-i", _target(image, boot_partition(image)), "::"],
+                      f"listing {image}").stdout.decode(errors="replace")
+    return [entry.removeprefix("::/") for entry in listing.split()]
+
+
 def read_file(image: Path, name: str) -> bytes | None:
     """`name` from the boot partition, or None if it is not there."""
-    part = boot_partition(image)
-    listing = _mtools(["mdir", "-b", "-i", _target(image, part), "::"],
-                      f"listing {image}").stdout.decode(errors="replace")
-    if f"::/{name}" not in listing.split():
+    if name not in list_files(image):
         return None
-    return _mtools(["mtype", "-i", _target(image, part), f"::{name}"],
+    return _mtools(["mtype", "-i", _target(image, boot_partition(image)), f"::{name}"],
                    f"reading {name} from {image}").stdout

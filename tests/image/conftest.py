@@ -25,14 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.image.vm import (
-    Drained,
-    Vm,
-    fat_read,
-    free_tcp_port,
-    open_tap,
-    partitions,
-)
+from edge.imagefile import boot_partition, read_file
+from tests.image.vm import Drained, Vm, open_tap, partitions
+from tests.support.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI") == "true"
@@ -47,7 +42,7 @@ TIMINGS: dict[str, float] = {}
 
 skip_unless_enabled = pytest.mark.skipif(
     not ENABLED, reason="builds and boots the whole edge OS image under emulation (about "
-                        "15 minutes, as root): runs in CI, or with ROOMREC_IMAGE_TEST=1")
+                        "9 minutes on 2 cores, as root): runs in CI, or with ROOMREC_IMAGE_TEST=1")
 
 
 def require(*tools: str) -> None:
@@ -108,7 +103,6 @@ class Booted:
 
     vm: Vm
     disk: Path                 # the booted copy of the image
-    boot_offset: int           # bytes to its FAT partition
     root_size: int             # the root partition's size in the image as built
     api: str                   # http://127.0.0.1:PORT/api/v1
     code: str                  # the enrollment code written into roomrec.toml
@@ -187,8 +181,11 @@ def booted(qemu_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                     "--room-name", ROOM_NAME, "--code", code,
                     "--ssh-key", f"{ssh_key}.pub"], check=True, cwd=REPO, capture_output=True)
     boot = parts[0].start
+    assert boot_partition(disk).start == boot  # our MBR reader agrees with sfdisk's
     for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
-        fat_read(disk, boot, name, work / name)
+        data = read_file(disk, name)
+        assert data is not None, f"{name} is not on the image's boot partition"
+        (work / name).write_bytes(data)
     cmdline = (work / "cmdline.txt").read_text().strip()
 
     tap = f"rrt{secrets.token_hex(4)}"
@@ -201,12 +198,12 @@ def booted(qemu_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         probe.stdin.write(b"moved\n")
         probe.stdin.flush()
         probe_out.wait_for(lambda line: '"ready"' in line, 30, "the mDNS probe getting ready")
-        port, ssh_port = free_tcp_port(), free_tcp_port()
+        port, ssh_port = free_ports(2)  # distinct: qemu's hostfwd cannot pick them itself
         vm = Vm(qemu_argv(work / "vmlinuz", work / "initrd.img", cmdline, disk, port,
                           ssh_port, tap_fd), work, pass_fds=[tap_fd])
         os.close(tap_fd)
         tap_fd = -1
-        yield Booted(vm=vm, disk=disk, boot_offset=boot, root_size=parts[1].size,
+        yield Booted(vm=vm, disk=disk, root_size=parts[1].size,
                      api=f"http://127.0.0.1:{port}/api/v1", code=code, ssh_port=ssh_port,
                      ssh_key=ssh_key, probe=probe_out,
                      deadline=vm.started + BOOT_BUDGET_S)

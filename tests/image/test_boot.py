@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from edge.imagefile import list_files, read_file
 from tests.image.conftest import (
     BOOT_BUDGET_S,
     BUILD_TIMEOUT_S,
@@ -31,7 +32,6 @@ from tests.image.conftest import (
     Booted,
     skip_unless_enabled,
 )
-from tests.image.vm import fat_list, fat_read
 
 # The first test to run also waits for the image build (a session fixture).
 TEST_TIMEOUT_S = BUILD_TIMEOUT_S + BOOT_BUDGET_S + 300
@@ -170,11 +170,11 @@ def test_powers_off_cleanly_with_the_settings_retired(booted: Booted) -> None:
     booted.probe.wait_for(
         lambda line: json.loads(line).get("event") == "removed"
         and json.loads(line)["room"]["room_id"] == room_id, 10, "the mDNS goodbye")
-    names = fat_list(booted.disk, booted.boot_offset)
+    names = list_files(booted.disk)
     assert "roomrec.toml" not in names, names
     assert "roomrec.toml.applied" in names, names
-    applied = booted.disk.parent / "roomrec.toml.applied"
-    fat_read(booted.disk, booted.boot_offset, "roomrec.toml.applied", applied)
-    text = applied.read_text()
+    applied = read_file(booted.disk, "roomrec.toml.applied")
+    assert applied is not None
+    text = applied.decode()
     assert ROOM_NAME in text
     assert booted.code not in text

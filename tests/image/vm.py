@@ -43,27 +43,6 @@ def partitions(image: Path) -> list[Partition]:
             for p in table["partitions"]]
 
 
-def fat_read(image: Path, offset: int, name: str, dest: Path) -> None:
-    """Copy ``name`` out of the FAT filesystem at ``offset`` bytes into the image."""
-    subprocess.run(["mcopy", "-n", "-i", f"{image}@@{offset}", f"::{name}", str(dest)],
-                   check=True, capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
-
-
-def fat_list(image: Path, offset: int) -> list[str]:
-    out = subprocess.run(["mdir", "-b", "-i", f"{image}@@{offset}", "::"], check=True,
-                         capture_output=True, text=True,
-                         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
-    return [line.removeprefix("::/") for line in out.split()]
-
-
-def free_tcp_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (qemu's hostfwd cannot pick one itself)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def open_tap(name: str) -> int:
     """A new tap device ``name``; it lives as long as the returned descriptor (or qemu's
     copy of it) is open."""

@@ -13,7 +13,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +24,8 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+
+from tests.support.ports import free_ports
 
 # master, volume, filer and S3, each with an HTTP and a gRPC port
 PORT_NAMES = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
@@ -40,21 +41,6 @@ def weed_binary() -> Path | None:
             return candidate
     found = shutil.which("weed")
     return Path(found) if found else None
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free a moment ago (weed cannot listen on port 0,
-    so a clash is still possible: the caller retries)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class WeedError(RuntimeError):
