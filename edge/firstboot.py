@@ -139,9 +139,10 @@ def render_settings(s: FirstBootSettings) -> str:
                         "\n# then renamed roomrec.toml.applied without the secrets.")
 
 
-def slug(name: str) -> str:
+def slug(name: str, limit: int = 40) -> str:
+    """`name` as lowercase letters, digits and single dashes, at most `limit` long."""
     s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return s[:40].rstrip("-") or "room"
+    return s[:limit].rstrip("-") or "room"
 
 
 def derived_room_id(name: str, machine_id: str) -> str:
@@ -149,8 +150,7 @@ def derived_room_id(name: str, machine_id: str) -> str:
 
 
 def derived_hostname(room_id: str) -> str:
-    h = re.sub(r"[^a-z0-9-]+", "-", f"roomrec-{room_id}".lower()).strip("-")
-    return h[:63].rstrip("-")
+    return f"roomrec-{slug(room_id, 63 - len('roomrec-'))}"
 
 
 @dataclass
